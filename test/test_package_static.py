@@ -1,0 +1,120 @@
+"""Static agreement between package.xml, CMakeLists.txt, setup.py, launch files and the code.
+
+On a real ROS 2 install, `colcon build` runs CMakeLists.txt and `ros2 launch`
+reads launch/*.py; neither can run here, so what they name is checked here.
+"""
+from __future__ import annotations
+
+import ast
+import importlib
+import os
+import pathlib
+import re
+import xml.etree.ElementTree as ET
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+CMAKE = (ROOT / "CMakeLists.txt").read_text()
+
+
+def cmake_list(variable: str) -> list[str]:
+    match = re.search(rf"set\({variable}\s+(.*?)\)", CMAKE, re.S)
+    assert match, f"{variable} not set in CMakeLists.txt"
+    return re.findall(r'"([^"]+)"', match.group(1))
+
+
+def cmake_executables() -> dict[str, str]:
+    return dict(entry.split("=", 1) for entry in cmake_list("AVI_HT_EXECUTABLES"))
+
+
+def setup_py_console_scripts() -> dict[str, str]:
+    tree = ast.parse((ROOT / "setup.py").read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", "") == "CONSOLE_SCRIPTS" for t in node.targets):
+            return dict(e.split("=", 1) for e in ast.literal_eval(node.value))
+    raise AssertionError("CONSOLE_SCRIPTS not found in setup.py")
+
+
+def test_package_xml_is_format3_with_required_dependencies():
+    root = ET.parse(ROOT / "package.xml").getroot()
+    assert root.get("format") == "3"
+    assert root.findtext("name") == "avi_ht_ros"
+    assert root.find("export/build_type").text == "ament_cmake"
+    deps = {e.text for e in root if e.tag.endswith("depend")}
+    required = {
+        "rclpy", "sensor_msgs", "geometry_msgs", "std_msgs", "visualization_msgs", "diagnostic_msgs",
+        "trajectory_msgs", "tf2_ros", "tf2_msgs", "cv_bridge", "launch_ros", "rosidl_default_generators",
+        "rosidl_default_runtime", "python3-numpy", "python3-scipy", "python3-yaml", "python3-torch",
+    }
+    assert required <= deps, f"missing from package.xml: {sorted(required - deps)}"
+    groups = [e.text for e in root.findall("member_of_group")]
+    assert "rosidl_interface_packages" in groups
+
+
+def test_messages_listed_in_cmake_match_msg_directory_and_io():
+    from avi_ht_ros.io.messages import MESSAGE_NAMES
+
+    in_cmake = {pathlib.Path(m).stem for m in re.findall(r'"msg/([^"]+\.msg)"', CMAKE)}
+    on_disk = {p.stem for p in (ROOT / "msg").glob("*.msg")}
+    assert in_cmake == on_disk == set(MESSAGE_NAMES)
+
+
+def test_message_fields_are_documented():
+    """Every field line in msg/ carries a comment (units/frame) on it or just above it."""
+    for path in (ROOT / "msg").glob("*.msg"):
+        lines = path.read_text().splitlines()
+        for i, line in enumerate(lines):
+            code = line.split("#", 1)[0].strip()
+            if not code or "=" in code:  # blank/comment or a constant
+                continue
+            commented = "#" in line or (i > 0 and lines[i - 1].lstrip().startswith("#"))
+            assert commented, f"{path.name}:{i + 1} field without a comment: {line!r}"
+
+
+def test_cmake_and_setup_py_declare_the_same_executables():
+    assert cmake_executables() == setup_py_console_scripts()
+
+
+@pytest.mark.parametrize("name,target", sorted(cmake_executables().items()))
+def test_every_executable_entry_point_resolves(name, target):
+    module_name, function = target.split(":")
+    module = importlib.import_module(module_name)
+    assert callable(getattr(module, function)), f"{name}: {target} is not callable"
+
+
+@pytest.mark.parametrize("name", sorted(cmake_executables()))
+def test_every_executable_is_installed(name):
+    installed = ROOT / "install" / "avi_ht_ros" / "lib" / "avi_ht_ros" / name
+    assert installed.is_file(), f"{installed} missing: run scripts/setup_env.sh"
+    assert os.access(installed, os.X_OK), f"{installed} not executable"
+
+
+def test_cmake_installs_the_share_directories():
+    match = re.search(r"install\(DIRECTORY ([^\n]+)\n\s+DESTINATION share/\$\{PROJECT_NAME\}", CMAKE)
+    assert match, "CMakeLists.txt must install data directories to share/${PROJECT_NAME}"
+    installed = set(match.group(1).split())
+    assert {"launch", "config", "rviz"} <= installed
+    for directory in installed:
+        assert (ROOT / directory).is_dir(), f"CMake installs {directory}/ but it does not exist"
+
+
+def launch_nodes() -> list[tuple[pathlib.Path, dict]]:
+    """Every ``Node(package='avi_ht_ros', ...)`` call in launch/*.py with its literal keywords."""
+    found = []
+    for path in sorted((ROOT / "launch").glob("*.launch.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", "")) == "Node":
+                kwargs = {k.arg: k.value for k in node.keywords if k.arg}
+                package = kwargs.get("package")
+                if isinstance(package, ast.Constant) and package.value == "avi_ht_ros":
+                    found.append((path, kwargs))
+    return found
+
+
+def test_launch_files_name_only_existing_executables():
+    executables = set(cmake_executables())
+    for path, kwargs in launch_nodes():
+        executable = kwargs.get("executable")
+        assert isinstance(executable, ast.Constant), f"{path.name}: executable must be a literal"
+        assert executable.value in executables, f"{path.name}: unknown executable {executable.value!r}"
