@@ -118,3 +118,16 @@ def test_launch_files_name_only_existing_executables():
         executable = kwargs.get("executable")
         assert isinstance(executable, ast.Constant), f"{path.name}: executable must be a literal"
         assert executable.value in executables, f"{path.name}: unknown executable {executable.value!r}"
+
+
+def test_source_tree_does_not_carry_generated_message_modules():
+    """avi_ht_ros.msg must always be the rosidl-generated one (see README, Layout)."""
+    assert not (ROOT / "avi_ht_ros" / "msg").exists()
+    init = (ROOT / "avi_ht_ros" / "__init__.py").read_text()
+    assert "extend_path" in init
+
+
+def test_generated_messages_importable_from_the_checkout():
+    import avi_ht_ros.msg as generated
+
+    assert hasattr(generated, "HandPose") and hasattr(generated, "SyncedFrame")

@@ -1,0 +1,336 @@
+"""Camera–glove synchronization: one IMU window per camera frame.
+
+This is the single implementation used by the live time-synchronizer node and
+by the offline dataset builder (no train/serve skew). Following AVI-HT §3.2,
+each camera frame is aligned to the glove sample whose stamp (after the
+camera–glove offset) is nearest to the camera stamp, and the window is that
+sample plus the ``window_length - 1`` samples before it (oldest first).
+
+Feeding order is the arrival order: glove samples through
+:meth:`ImuWindowSynchronizer.add_glove_sample`, camera frames through
+:meth:`ImuWindowSynchronizer.add_camera_frame`, and :meth:`poll` with the
+current time emits every frame whose window is ready. A frame waits at most
+``max_wait_s`` for late glove data; then it is emitted with a flagged partial
+window (missing samples padded and marked) or, with too few real samples,
+dropped and counted. Nothing is paired silently: every anomaly (glove clock
+jumping backwards, duplicate stamps, camera frames out of order, gaps) is
+counted in :class:`SyncStats`.
+
+Stamps are integer nanoseconds. ``time_offset_s`` maps glove time to camera
+time: ``t_camera = t_glove + time_offset_s``.
+"""
+from __future__ import annotations
+
+import collections
+import dataclasses
+from typing import Any, Callable
+
+import numpy as np
+
+from avi_ht_ros.common.errors import ConfigError
+
+STATUS_OK = 0
+STATUS_DEAD = 3  # also marks padded (missing) samples in a window
+
+WINDOW_COMPLETE = 0
+WINDOW_PARTIAL = 1
+
+NS = 1_000_000_000
+
+
+@dataclasses.dataclass(frozen=True)
+class SyncConfig:
+    """Parameters of the synchronizer (validated on construction)."""
+
+    window_length: int = 14          # samples per window (paper: 14)
+    imu_rate_hz: float = 200.0       # nominal glove rate
+    max_wait_s: float = 0.030        # longest a camera frame waits for late glove data
+    max_nearest_gap_s: float = 0.010  # nearest glove stamp must be this close to the camera stamp
+    min_valid_samples: int = 7       # fewer real samples in a window -> frame dropped
+    time_offset_s: float = 0.0       # t_camera = t_glove + time_offset_s
+    buffer_s: float = 2.0            # glove history kept
+    clock_reset_s: float = 1.0       # glove stamp jumping back more than this resets the buffer
+    max_pending_frames: int = 30     # camera frames waiting at once (older ones are dropped)
+
+    def __post_init__(self):
+        checks = [
+            ("window_length", 1 <= self.window_length <= 256, "must be in [1, 256]"),
+            ("imu_rate_hz", 1.0 <= self.imu_rate_hz <= 10000.0, "must be in [1, 10000] Hz"),
+            ("max_wait_s", 0.0 <= self.max_wait_s <= 1.0, "must be in [0, 1] s"),
+            ("max_nearest_gap_s", 0.0 < self.max_nearest_gap_s <= 1.0, "must be in (0, 1] s"),
+            ("min_valid_samples", 0 <= self.min_valid_samples <= self.window_length,
+             "must be in [0, window_length]"),
+            ("time_offset_s", abs(self.time_offset_s) <= 10.0, "must be within ±10 s"),
+            ("buffer_s", self.buffer_s * self.imu_rate_hz >= self.window_length,
+             "must hold at least one window"),
+            ("clock_reset_s", self.clock_reset_s > 0.0, "must be > 0"),
+            ("max_pending_frames", self.max_pending_frames >= 1, "must be >= 1"),
+        ]
+        for name, ok, problem in checks:
+            if not ok:
+                raise ConfigError(f"sync.{name}", f"{problem} (got {getattr(self, name)!r})")
+
+    @property
+    def period_ns(self) -> int:
+        return int(round(NS / self.imu_rate_hz))
+
+
+@dataclasses.dataclass
+class SyncStats:
+    """Counters of everything the synchronizer emitted, dropped or flagged."""
+
+    glove_samples: int = 0
+    glove_out_of_order: int = 0      # stamp <= previous stamp (dropped)
+    glove_clock_resets: int = 0      # stamp jumped back > clock_reset_s (buffer cleared)
+    glove_gaps: int = 0              # missing samples detected between consecutive samples
+    camera_frames: int = 0
+    camera_out_of_order: int = 0     # camera stamp <= previous camera stamp (dropped)
+    camera_overflow: int = 0         # too many frames waiting (oldest dropped)
+    frames_complete: int = 0
+    frames_partial: int = 0
+    frames_dropped_no_imu: int = 0   # no glove sample near the camera stamp after waiting
+    frames_dropped_too_few: int = 0  # fewer than min_valid_samples real samples
+
+    @property
+    def frames_dropped(self) -> int:
+        return (self.frames_dropped_no_imu + self.frames_dropped_too_few
+                + self.camera_out_of_order + self.camera_overflow)
+
+
+@dataclasses.dataclass(frozen=True)
+class ImuWindow:
+    """The glove data aligned to one camera frame (arrays oldest first)."""
+
+    camera_stamp_ns: int
+    accel: np.ndarray          # [T, N, 3] m/s^2, sensor frames (zeros where padded)
+    gyro: np.ndarray           # [T, N, 3] rad/s
+    gravity_up: np.ndarray     # [T, N, 3] unit "up" in each sensor frame (zeros where unknown)
+    status: np.ndarray         # [T, N] uint8 GloveSample.STATUS_*; STATUS_DEAD where padded
+    stamps_ns: np.ndarray      # [T] int64 glove stamps on the camera clock (padding interpolated)
+    valid: np.ndarray          # [T] bool, real sample (not padding)
+    time_offset_s: float
+    state: int                 # WINDOW_COMPLETE or WINDOW_PARTIAL
+
+    @property
+    def valid_samples(self) -> int:
+        return int(self.valid.sum())
+
+
+@dataclasses.dataclass(frozen=True)
+class SyncedResult:
+    """A camera frame (opaque payload) with its IMU window."""
+
+    payload: Any
+    window: ImuWindow
+
+
+class ImuWindowSynchronizer:
+    """Aligns glove samples to camera frames (see module docstring).
+
+    ``gravity_estimator`` is an object with ``update(accel[N,3], gyro[N,3],
+    status[N]) -> gravity_up[N,3]`` run once per glove sample in stamp order
+    (``avi_ht_ros.common.imu.GravityEstimator``); ``reset()`` is called when the
+    glove clock resets.
+    """
+
+    def __init__(self, config: SyncConfig, num_imus: int, gravity_estimator: Any):
+        if num_imus < 1:
+            raise ConfigError("sync.num_imus", f"must be >= 1 (got {num_imus})")
+        self.config = config
+        self.num_imus = num_imus
+        self.gravity_estimator = gravity_estimator
+        self.stats = SyncStats()
+        capacity = int(np.ceil(config.buffer_s * config.imu_rate_hz)) + config.window_length
+        self._capacity = capacity
+        self._stamps = np.zeros(capacity, np.int64)   # glove clock
+        self._accel = np.zeros((capacity, num_imus, 3), np.float32)
+        self._gyro = np.zeros((capacity, num_imus, 3), np.float32)
+        self._gravity = np.zeros((capacity, num_imus, 3), np.float32)
+        self._status = np.zeros((capacity, num_imus), np.uint8)
+        self._count = 0        # samples ever stored since last reset
+        self._pending: collections.deque[tuple[int, int, Any]] = collections.deque()
+        self._last_camera_ns: int | None = None
+        self._offset_ns = int(round(config.time_offset_s * NS))
+
+    # -- configuration that may change at run time ---------------------------------
+    @property
+    def time_offset_s(self) -> float:
+        return self._offset_ns / NS
+
+    def set_time_offset(self, offset_s: float) -> None:
+        """Use a new camera–glove offset (e.g. from the online estimator)."""
+        if not np.isfinite(offset_s) or abs(offset_s) > 10.0:
+            raise ConfigError("sync.time_offset_s", f"must be finite and within ±10 s (got {offset_s!r})")
+        self._offset_ns = int(round(offset_s * NS))
+
+    # -- input ---------------------------------------------------------------------
+    def add_glove_sample(self, stamp_ns: int, accel: np.ndarray, gyro: np.ndarray,
+                         status: np.ndarray) -> bool:
+        """Store one glove sample (glove clock). Returns False if it was dropped."""
+        self.stats.glove_samples += 1
+        stamp_ns = int(stamp_ns)
+        if self._count:
+            last = int(self._stamps[(self._count - 1) % self._capacity])
+            if stamp_ns <= last:
+                if last - stamp_ns > self.config.clock_reset_s * NS:
+                    self.stats.glove_clock_resets += 1
+                    self._reset_glove()
+                else:
+                    self.stats.glove_out_of_order += 1
+                    return False
+            else:
+                missing = int(round((stamp_ns - last) / self.config.period_ns)) - 1
+                if missing > 0:
+                    self.stats.glove_gaps += missing
+        accel = np.asarray(accel, np.float32).reshape(self.num_imus, 3)
+        gyro = np.asarray(gyro, np.float32).reshape(self.num_imus, 3)
+        status = np.asarray(status, np.uint8).reshape(self.num_imus).copy()
+        bad = ~(np.isfinite(accel).all(axis=1) & np.isfinite(gyro).all(axis=1))
+        if bad.any():  # never let NaN/inf through: zero and mark invalid
+            accel = np.where(bad[:, None], 0.0, accel).astype(np.float32)
+            gyro = np.where(bad[:, None], 0.0, gyro).astype(np.float32)
+            status[bad] = 4  # STATUS_INVALID
+        gravity = np.asarray(self.gravity_estimator.update(accel, gyro, status), np.float32)
+        slot = self._count % self._capacity
+        self._stamps[slot] = stamp_ns
+        self._accel[slot] = accel
+        self._gyro[slot] = gyro
+        self._gravity[slot] = np.nan_to_num(gravity, nan=0.0, posinf=0.0, neginf=0.0)
+        self._status[slot] = status
+        self._count += 1
+        return True
+
+    def add_camera_frame(self, stamp_ns: int, payload: Any, arrival_ns: int | None = None) -> bool:
+        """Queue a camera frame (camera clock). Returns False if it was dropped.
+
+        ``arrival_ns`` (default: the stamp) starts the frame's waiting time.
+        """
+        self.stats.camera_frames += 1
+        stamp_ns = int(stamp_ns)
+        if self._last_camera_ns is not None and stamp_ns <= self._last_camera_ns:
+            self.stats.camera_out_of_order += 1
+            return False
+        self._last_camera_ns = stamp_ns
+        self._pending.append((stamp_ns, int(stamp_ns if arrival_ns is None else arrival_ns), payload))
+        while len(self._pending) > self.config.max_pending_frames:
+            self._pending.popleft()
+            self.stats.camera_overflow += 1
+        return True
+
+    # -- output --------------------------------------------------------------------
+    def poll(self, now_ns: int | None = None) -> list[SyncedResult]:
+        """Emit every pending frame whose window is ready or whose wait has expired.
+
+        ``now_ns`` is the current time on the camera clock (``None``: flush, i.e.
+        no more data will come — used at the end of an offline replay).
+        """
+        results = []
+        while self._pending:
+            camera_ns, arrival_ns, payload = self._pending[0]
+            newest = self._newest_stamp_camera_ns()
+            half_period = self.config.period_ns // 2
+            data_complete = newest is not None and newest >= camera_ns + half_period
+            expired = now_ns is None or now_ns - arrival_ns >= self.config.max_wait_s * NS
+            if not (data_complete or expired):
+                break  # frames are in stamp order: later ones cannot be ready either
+            self._pending.popleft()
+            window = self._window_for(camera_ns)
+            if window is not None:
+                results.append(SyncedResult(payload=payload, window=window))
+        return results
+
+    def _newest_stamp_camera_ns(self) -> int | None:
+        if not self._count:
+            return None
+        return int(self._stamps[(self._count - 1) % self._capacity]) + self._offset_ns
+
+    def _reset_glove(self) -> None:
+        self._count = 0
+        reset = getattr(self.gravity_estimator, "reset", None)
+        if reset is not None:
+            reset()
+
+    def _window_for(self, camera_ns: int) -> ImuWindow | None:
+        cfg = self.config
+        stored = min(self._count, self._capacity)
+        if stored == 0:
+            self.stats.frames_dropped_no_imu += 1
+            return None
+        order = (np.arange(self._count - stored, self._count)) % self._capacity
+        stamps_cam = self._stamps[order] + self._offset_ns
+        nearest = int(np.argmin(np.abs(stamps_cam - camera_ns)))
+        if abs(int(stamps_cam[nearest]) - camera_ns) > cfg.max_nearest_gap_s * NS:
+            self.stats.frames_dropped_no_imu += 1
+            return None
+        # Expected sample times of the window on the camera clock, anchored at the
+        # nearest real sample; each is filled by the stored sample within half a
+        # period of it, or padded.
+        period = cfg.period_ns
+        anchor = int(stamps_cam[nearest])
+        expected = anchor - period * np.arange(cfg.window_length - 1, -1, -1, dtype=np.int64)
+        first = max(0, nearest - 2 * cfg.window_length)
+        candidates = stamps_cam[first:nearest + 1]
+        idx = np.searchsorted(candidates, expected)
+        best = np.full(cfg.window_length, -1, np.int64)
+        for offset in (-1, 0):
+            j = np.clip(idx + offset, 0, len(candidates) - 1)
+            close = np.abs(candidates[j] - expected) <= period // 2
+            choose = close & (best < 0)
+            best[choose] = j[choose]
+        valid = best >= 0
+        n_valid = int(valid.sum())
+        if n_valid < max(1, cfg.min_valid_samples):
+            self.stats.frames_dropped_too_few += 1
+            return None
+        slots = order[first + np.where(valid, best, 0)]
+        t, n = cfg.window_length, self.num_imus
+        accel = np.zeros((t, n, 3), np.float32)
+        gyro = np.zeros((t, n, 3), np.float32)
+        gravity = np.zeros((t, n, 3), np.float32)
+        status = np.full((t, n), STATUS_DEAD, np.uint8)
+        accel[valid] = self._accel[slots[valid]]
+        gyro[valid] = self._gyro[slots[valid]]
+        gravity[valid] = self._gravity[slots[valid]]
+        status[valid] = self._status[slots[valid]]
+        stamps = np.where(valid, candidates[np.where(valid, best, 0)], expected).astype(np.int64)
+        state = WINDOW_COMPLETE if n_valid == t else WINDOW_PARTIAL
+        if state == WINDOW_COMPLETE:
+            self.stats.frames_complete += 1
+        else:
+            self.stats.frames_partial += 1
+        return ImuWindow(camera_stamp_ns=camera_ns, accel=accel, gyro=gyro, gravity_up=gravity,
+                         status=status, stamps_ns=stamps, valid=valid,
+                         time_offset_s=self.time_offset_s, state=state)
+
+
+def replay(glove_samples: list[tuple[int, np.ndarray, np.ndarray, np.ndarray]],
+           camera_frames: list[tuple[int, Any]], synchronizer: ImuWindowSynchronizer,
+           on_result: Callable[[SyncedResult], None] | None = None) -> list[SyncedResult]:
+    """Offline replay: feed recorded streams in stamp order through ``synchronizer``.
+
+    Glove samples are ``(stamp_ns, accel, gyro, status)`` on the glove clock,
+    camera frames ``(stamp_ns, payload)`` on the camera clock. Events are merged
+    by their camera-clock time, and ``poll`` is called with that time after
+    each, exactly as the live node would see them if nothing arrived late.
+    """
+    offset_ns = int(round(synchronizer.time_offset_s * NS))
+    events = [(int(s) + offset_ns, 0, i) for i, (s, *_rest) in enumerate(glove_samples)]
+    events += [(int(s), 1, i) for i, (s, _p) in enumerate(camera_frames)]
+    events.sort()
+    results: list[SyncedResult] = []
+
+    def emit(batch):
+        for result in batch:
+            results.append(result)
+            if on_result is not None:
+                on_result(result)
+
+    for now_ns, kind, index in events:
+        if kind == 0:
+            synchronizer.add_glove_sample(*glove_samples[index])
+        else:
+            stamp, payload = camera_frames[index]
+            synchronizer.add_camera_frame(stamp, payload)
+        emit(synchronizer.poll(now_ns))
+    emit(synchronizer.poll(None))
+    return results
