@@ -1,0 +1,186 @@
+"""Online estimate of the camera–glove time offset.
+
+The hand-back IMU is rigid with the palm, so the magnitude of its gyroscope
+reading equals the rotation speed of the wrist frame, which vision sees as
+the change of the estimated wrist orientation between camera frames. The
+magnitude is frame-independent, so no extrinsic calibration is needed; head
+rotation (the camera moves with the head) adds a disturbance that the
+correlation tolerates as long as the hand, not the head, dominates the
+rotation (the estimate's confidence drops otherwise).
+
+Both rate signals are resampled on a common grid over a sliding window and
+normalized cross-correlation is evaluated over the allowed lag range; the
+peak (refined to sub-sample precision by a parabola) is the offset. An
+update is accepted only when the hand moved enough to be informative, the
+peak correlation is high and the peak is unique (it beats every lag more
+than 50 ms away). Accepted estimates are smoothed; the confidence combines
+the peak correlation with the consistency (spread) of the recent accepted
+raw estimates.
+
+Convention (as in :mod:`avi_ht_ros.tracker.sync`): ``t_camera = t_glove + offset``.
+"""
+from __future__ import annotations
+
+import collections
+import dataclasses
+
+import numpy as np
+from scipy.spatial.transform import Rotation
+
+from avi_ht_ros.common.errors import ConfigError
+
+NS = 1_000_000_000
+
+
+@dataclasses.dataclass(frozen=True)
+class TimeOffsetConfig:
+    window_s: float = 6.0          # history correlated at each update
+    max_lag_s: float = 0.4         # offsets searched in [-max_lag_s, +max_lag_s]
+    grid_hz: float = 400.0         # common resampling rate
+    min_motion_rad_s: float = 0.6  # std of the gyro rate needed to trust an update
+    min_peak_correlation: float = 0.5
+    smoothing: float = 0.3         # weight of a new accepted estimate in the running value
+    update_interval_s: float = 1.0
+
+    def __post_init__(self):
+        checks = [
+            ("window_s", 1.0 <= self.window_s <= 60.0, "must be in [1, 60] s"),
+            ("max_lag_s", 0.0 < self.max_lag_s < self.window_s / 2, "must be in (0, window_s/2)"),
+            ("grid_hz", 50.0 <= self.grid_hz <= 2000.0, "must be in [50, 2000] Hz"),
+            ("min_motion_rad_s", self.min_motion_rad_s >= 0.0, "must be >= 0"),
+            ("min_peak_correlation", 0.0 <= self.min_peak_correlation <= 1.0, "must be in [0, 1]"),
+            ("smoothing", 0.0 < self.smoothing <= 1.0, "must be in (0, 1]"),
+            ("update_interval_s", self.update_interval_s > 0.0, "must be > 0"),
+        ]
+        for name, ok, problem in checks:
+            if not ok:
+                raise ConfigError(f"time_offset.{name}", f"{problem} (got {getattr(self, name)!r})")
+
+
+@dataclasses.dataclass(frozen=True)
+class OffsetEstimate:
+    offset_s: float        # running (smoothed) estimate
+    confidence: float      # [0, 1]
+    last_raw_offset_s: float
+    last_peak_correlation: float
+    accepted_updates: int
+    rejected_updates: int
+
+
+def correlate_rates(glove_t: np.ndarray, glove_rate: np.ndarray, camera_t: np.ndarray,
+                    camera_rate: np.ndarray, max_lag_s: float, grid_hz: float) -> tuple[float, float, float]:
+    """Offset (s) maximizing the normalized cross-correlation of two rate signals.
+
+    Returns ``(offset_s, peak_correlation, margin)`` where ``t_camera = t_glove + offset_s``
+    aligns them; ``margin`` is the peak minus the best correlation more than 50 ms away.
+    """
+    start = max(glove_t[0], camera_t[0]) + max_lag_s
+    stop = min(glove_t[-1], camera_t[-1]) - max_lag_s
+    if stop - start < 4 * max_lag_s:
+        return 0.0, 0.0, 0.0
+    grid = np.arange(start, stop, 1.0 / grid_hz)
+    cam = np.interp(grid, camera_t, camera_rate)
+    cam = cam - cam.mean()
+    cam_norm = np.linalg.norm(cam)
+    if cam_norm == 0.0:
+        return 0.0, 0.0, 0.0
+    lags = np.arange(-int(max_lag_s * grid_hz), int(max_lag_s * grid_hz) + 1)
+    scores = np.empty(len(lags))
+    for i, lag in enumerate(lags):
+        # a glove sample at t_g appears on the camera clock at t_g + offset: compare
+        # the camera signal at t with the glove signal at t - offset.
+        glove = np.interp(grid - lag / grid_hz, glove_t, glove_rate)
+        glove = glove - glove.mean()
+        norm = np.linalg.norm(glove) * cam_norm
+        scores[i] = float(glove @ cam / norm) if norm > 0 else 0.0
+    best = int(np.argmax(scores))
+    refined = float(lags[best])
+    if 0 < best < len(lags) - 1:  # parabolic sub-sample refinement
+        a, b, c = scores[best - 1], scores[best], scores[best + 1]
+        denom = a - 2 * b + c
+        if denom < 0:
+            refined += 0.5 * (a - c) / denom
+    far = np.abs(lags - lags[best]) > 0.05 * grid_hz
+    margin = float(scores[best] - scores[far].max()) if far.any() else float(scores[best])
+    return refined / grid_hz, float(scores[best]), margin
+
+
+class TimeOffsetEstimator:
+    """Accumulates glove gyro rates and vision wrist orientations; estimates the offset."""
+
+    def __init__(self, config: TimeOffsetConfig, initial_offset_s: float = 0.0):
+        self.config = config
+        self._offset = float(initial_offset_s)
+        self._confidence = 0.0
+        self._raw = float("nan")
+        self._peak = 0.0
+        self._accepted = 0
+        self._rejected = 0
+        keep = int(config.window_s * 400) + 64
+        self._glove: collections.deque[tuple[float, float]] = collections.deque(maxlen=keep)
+        self._camera: collections.deque[tuple[float, float]] = collections.deque(maxlen=keep)
+        self._last_wrist: tuple[float, Rotation] | None = None
+        self._last_update_t: float | None = None
+        self._recent_raw: collections.deque[float] = collections.deque(maxlen=5)
+
+    def add_glove_gyro(self, stamp_ns: int, hand_back_gyro: np.ndarray) -> None:
+        """Hand-back gyroscope sample (glove clock, rad/s in the sensor frame)."""
+        gyro = np.asarray(hand_back_gyro, np.float64)
+        if gyro.shape == (3,) and np.isfinite(gyro).all():
+            self._glove.append((stamp_ns / NS, float(np.linalg.norm(gyro))))
+
+    def add_wrist_orientation(self, stamp_ns: int, wrist_rotation_xyzw: np.ndarray) -> None:
+        """Wrist orientation estimated by vision (camera clock)."""
+        q = np.asarray(wrist_rotation_xyzw, np.float64)
+        if q.shape != (4,) or not np.isfinite(q).all() or np.linalg.norm(q) < 1e-6:
+            return
+        t = stamp_ns / NS
+        rotation = Rotation.from_quat(q)
+        if self._last_wrist is not None:
+            t_prev, r_prev = self._last_wrist
+            dt = t - t_prev
+            if 0.0 < dt < 0.2:
+                speed = (r_prev.inv() * rotation).magnitude() / dt
+                self._camera.append((0.5 * (t + t_prev), float(speed)))
+        self._last_wrist = (t, rotation)
+
+    def update(self, now_ns: int) -> OffsetEstimate:
+        """Re-estimate if due; returns the current estimate."""
+        now = now_ns / NS
+        cfg = self.config
+        if self._last_update_t is None or now - self._last_update_t >= cfg.update_interval_s:
+            self._last_update_t = now
+            self._estimate(now)
+        return self.estimate
+
+    def _estimate(self, now: float) -> None:
+        cfg = self.config
+        if len(self._glove) < 10 or len(self._camera) < 10:
+            return
+        glove = np.array([g for g in self._glove if g[0] >= now - cfg.window_s - self._offset - cfg.max_lag_s])
+        camera = np.array([c for c in self._camera if c[0] >= now - cfg.window_s])
+        if len(glove) < 10 or len(camera) < 10 or np.std(glove[:, 1]) < cfg.min_motion_rad_s:
+            return
+        # search around the current estimate so the lag range stays centred
+        raw, peak, margin = correlate_rates(glove[:, 0] + self._offset, glove[:, 1], camera[:, 0], camera[:, 1],
+                                            cfg.max_lag_s, cfg.grid_hz)
+        raw += self._offset
+        self._raw, self._peak = raw, peak
+        if peak < cfg.min_peak_correlation or margin <= 0.0:
+            self._rejected += 1
+            self._confidence *= 0.9
+            return
+        weight = 1.0 if self._accepted == 0 else cfg.smoothing
+        self._offset += weight * (raw - self._offset)
+        self._accepted += 1
+        self._recent_raw.append(raw)
+        quality = float(np.clip((peak - cfg.min_peak_correlation) / (1.0 - cfg.min_peak_correlation + 1e-9),
+                                0.0, 1.0))
+        # one estimate alone is half-trusted; several agreeing within ~10 ms are trusted
+        consistency = 0.5 if len(self._recent_raw) < 2 else float(np.exp(-np.std(self._recent_raw) / 0.01))
+        self._confidence = quality * consistency
+
+    @property
+    def estimate(self) -> OffsetEstimate:
+        return OffsetEstimate(self._offset, self._confidence, self._raw, self._peak, self._accepted,
+                              self._rejected)
