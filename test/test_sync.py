@@ -154,5 +154,5 @@ def test_live_feeding_equals_offline_replay():
 @pytest.mark.parametrize("field,value", [("window_length", 0), ("max_wait_s", -1.0),
                                          ("min_valid_samples", 99), ("imu_rate_hz", 0.0)])
 def test_bad_config_names_the_parameter(field, value):
-    with pytest.raises(ConfigError, match=f"sync.{field}"):
+    with pytest.raises(ConfigError, match=field):
         SyncConfig(**{field: value})

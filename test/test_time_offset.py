@@ -68,5 +68,5 @@ def test_correlate_rates_sub_sample_precision():
 
 
 def test_bad_config_names_the_parameter():
-    with pytest.raises(ConfigError, match="time_offset.max_lag_s"):
+    with pytest.raises(ConfigError, match="max_lag_s"):
         TimeOffsetConfig(max_lag_s=10.0)

@@ -28,6 +28,7 @@ from typing import Any, Callable
 import numpy as np
 
 from avi_ht_ros.common.errors import ConfigError
+from avi_ht_ros.common.params import param, validate_params
 
 STATUS_OK = 0
 STATUS_DEAD = 3  # also marks padded (missing) samples in a window
@@ -42,33 +43,26 @@ NS = 1_000_000_000
 class SyncConfig:
     """Parameters of the synchronizer (validated on construction)."""
 
-    window_length: int = 14          # samples per window (paper: 14)
-    imu_rate_hz: float = 200.0       # nominal glove rate
-    max_wait_s: float = 0.030        # longest a camera frame waits for late glove data
-    max_nearest_gap_s: float = 0.010  # nearest glove stamp must be this close to the camera stamp
-    min_valid_samples: int = 7       # fewer real samples in a window -> frame dropped
-    time_offset_s: float = 0.0       # t_camera = t_glove + time_offset_s
-    buffer_s: float = 2.0            # glove history kept
-    clock_reset_s: float = 1.0       # glove stamp jumping back more than this resets the buffer
-    max_pending_frames: int = 30     # camera frames waiting at once (older ones are dropped)
+    window_length: int = param(14, "IMU samples per window (paper: 14)", range=(1, 256))
+    imu_rate_hz: float = param(200.0, "nominal glove sample rate", range=(1.0, 10000.0), unit="Hz")
+    max_wait_s: float = param(0.030, "longest a camera frame waits for late glove data", range=(0.0, 1.0),
+                              unit="s")
+    max_nearest_gap_s: float = param(0.010, "nearest glove stamp must be this close to the camera stamp",
+                                     range=(1e-4, 1.0), unit="s")
+    min_valid_samples: int = param(7, "fewer real samples in a window drop the frame", range=(0, 256))
+    time_offset_s: float = param(0.0, "camera-glove offset: t_camera = t_glove + offset (initial value "
+                                 "when estimated online)", range=(-10.0, 10.0), unit="s", read_only=False)
+    buffer_s: float = param(2.0, "glove history kept", range=(0.05, 60.0), unit="s")
+    clock_reset_s: float = param(1.0, "a glove stamp jumping back more than this resets the buffer",
+                                 range=(1e-3, 3600.0), unit="s")
+    max_pending_frames: int = param(30, "camera frames waiting at once (older ones dropped)", range=(1, 1000))
 
     def __post_init__(self):
-        checks = [
-            ("window_length", 1 <= self.window_length <= 256, "must be in [1, 256]"),
-            ("imu_rate_hz", 1.0 <= self.imu_rate_hz <= 10000.0, "must be in [1, 10000] Hz"),
-            ("max_wait_s", 0.0 <= self.max_wait_s <= 1.0, "must be in [0, 1] s"),
-            ("max_nearest_gap_s", 0.0 < self.max_nearest_gap_s <= 1.0, "must be in (0, 1] s"),
-            ("min_valid_samples", 0 <= self.min_valid_samples <= self.window_length,
-             "must be in [0, window_length]"),
-            ("time_offset_s", abs(self.time_offset_s) <= 10.0, "must be within ±10 s"),
-            ("buffer_s", self.buffer_s * self.imu_rate_hz >= self.window_length,
-             "must hold at least one window"),
-            ("clock_reset_s", self.clock_reset_s > 0.0, "must be > 0"),
-            ("max_pending_frames", self.max_pending_frames >= 1, "must be >= 1"),
-        ]
-        for name, ok, problem in checks:
-            if not ok:
-                raise ConfigError(f"sync.{name}", f"{problem} (got {getattr(self, name)!r})")
+        validate_params(self)
+        if self.min_valid_samples > self.window_length:
+            raise ConfigError("sync.min_valid_samples", f"must be <= window_length ({self.window_length})")
+        if self.buffer_s * self.imu_rate_hz < self.window_length:
+            raise ConfigError("sync.buffer_s", "must hold at least one window")
 
     @property
     def period_ns(self) -> int:

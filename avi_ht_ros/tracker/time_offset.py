@@ -28,33 +28,29 @@ import numpy as np
 from scipy.spatial.transform import Rotation
 
 from avi_ht_ros.common.errors import ConfigError
+from avi_ht_ros.common.params import param, validate_params
 
 NS = 1_000_000_000
 
 
 @dataclasses.dataclass(frozen=True)
 class TimeOffsetConfig:
-    window_s: float = 6.0          # history correlated at each update
-    max_lag_s: float = 0.4         # offsets searched in [-max_lag_s, +max_lag_s]
-    grid_hz: float = 400.0         # common resampling rate
-    min_motion_rad_s: float = 0.6  # std of the gyro rate needed to trust an update
-    min_peak_correlation: float = 0.5
-    smoothing: float = 0.3         # weight of a new accepted estimate in the running value
-    update_interval_s: float = 1.0
+    window_s: float = param(6.0, "history correlated at each offset update", range=(1.0, 60.0), unit="s")
+    max_lag_s: float = param(0.4, "offsets searched in [-max_lag_s, +max_lag_s] around the current value",
+                             range=(0.005, 5.0), unit="s")
+    grid_hz: float = param(400.0, "common resampling rate of the correlated rate signals",
+                           range=(50.0, 2000.0), unit="Hz")
+    min_motion_rad_s: float = param(0.6, "std of the hand-back gyro rate needed to trust an update",
+                                    range=(0.0, 100.0), unit="rad/s")
+    min_peak_correlation: float = param(0.5, "lowest normalized correlation accepted", range=(0.0, 1.0))
+    smoothing: float = param(0.3, "weight of a new accepted estimate in the running offset",
+                             range=(0.01, 1.0))
+    update_interval_s: float = param(1.0, "time between offset updates", range=(0.05, 60.0), unit="s")
 
     def __post_init__(self):
-        checks = [
-            ("window_s", 1.0 <= self.window_s <= 60.0, "must be in [1, 60] s"),
-            ("max_lag_s", 0.0 < self.max_lag_s < self.window_s / 2, "must be in (0, window_s/2)"),
-            ("grid_hz", 50.0 <= self.grid_hz <= 2000.0, "must be in [50, 2000] Hz"),
-            ("min_motion_rad_s", self.min_motion_rad_s >= 0.0, "must be >= 0"),
-            ("min_peak_correlation", 0.0 <= self.min_peak_correlation <= 1.0, "must be in [0, 1]"),
-            ("smoothing", 0.0 < self.smoothing <= 1.0, "must be in (0, 1]"),
-            ("update_interval_s", self.update_interval_s > 0.0, "must be > 0"),
-        ]
-        for name, ok, problem in checks:
-            if not ok:
-                raise ConfigError(f"time_offset.{name}", f"{problem} (got {getattr(self, name)!r})")
+        validate_params(self)
+        if self.max_lag_s >= self.window_s / 2:
+            raise ConfigError("time_offset.max_lag_s", f"must be < window_s/2 (got {self.max_lag_s})")
 
 
 @dataclasses.dataclass(frozen=True)

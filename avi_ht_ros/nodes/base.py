@@ -1,0 +1,142 @@
+"""What every node shares: parameters, QoS, publishing, diagnostics, ``main``.
+
+Parameters are declared from a frozen dataclass whose fields carry their
+description and range (:func:`param`). :func:`declare_parameters` declares
+each with a ``ParameterDescriptor`` (description, range, read-only), reads
+the values once at start-up and builds the dataclass, whose ``__post_init__``
+validates cross-field rules. A bad value stops the node with one line naming
+the parameter (:class:`~avi_ht_ros.common.errors.ConfigError`), never a
+traceback. ``avi-ht params`` prints the same metadata as the README tables.
+"""
+from __future__ import annotations
+
+import math
+import sys
+import time
+from typing import Any, Callable
+
+import rclpy
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
+from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy,
+                       qos_profile_sensor_data)
+
+from avi_ht_ros.common.errors import AviHtError, ConfigError
+from avi_ht_ros.common.params import param_specs
+from avi_ht_ros.io import convert
+
+# sensor streams: best effort, keep last 10 (rclpy's qos_profile_sensor_data uses depth 5)
+SENSOR_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10,
+                        reliability=ReliabilityPolicy.BEST_EFFORT, durability=DurabilityPolicy.VOLATILE)
+# outputs consumers must not miss (poses, commands): reliable
+RELIABLE_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10,
+                          reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE)
+LATCHED_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
+                         reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+assert qos_profile_sensor_data.reliability == ReliabilityPolicy.BEST_EFFORT
+
+
+def _descriptor(spec) -> ParameterDescriptor:
+    descriptor = ParameterDescriptor(description=spec.description, read_only=spec.read_only)
+    text = [spec.description]
+    if spec.choices:
+        text.append(f"one of {list(spec.choices)}")
+    descriptor.additional_constraints = "; ".join(text[1:])
+    if spec.range is not None:
+        low, high = spec.range
+        if spec.type is int:
+            descriptor.integer_range = [IntegerRange(from_value=int(low), to_value=int(high), step=0)]
+        elif spec.type is float and math.isfinite(low) and math.isfinite(high):
+            descriptor.floating_point_range = [FloatingPointRange(from_value=float(low), to_value=float(high),
+                                                                  step=0.0)]
+    return descriptor
+
+
+def declare_parameters(node: Node, params_cls: type, prefix: str = "") -> Any:
+    """Declare every field of ``params_cls`` on ``node`` and return the validated dataclass."""
+    values = {}
+    for spec in param_specs(params_cls):
+        name = prefix + spec.name
+        try:
+            parameter = node.declare_parameter(name, spec.ros_default, _descriptor(spec))
+        except Exception as exc:  # rclpy raises InvalidParameterValueException & co.
+            raise ConfigError(f"parameter '{name}'", f"rejected: {exc}") from None
+        value = parameter.value
+        values[spec.name] = spec.coerce(name, value)
+    try:
+        return params_cls(**values)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"parameters of {node.get_name()}", str(exc)) from None
+
+
+def publish_serialized(publisher, msg: Any) -> None:
+    """Publish a message built by :mod:`avi_ht_ros.io.convert` (its CDR bytes)."""
+    publisher.publish(convert.serialize(msg))
+
+
+def now_ns(node: Node) -> int:
+    return node.get_clock().now().nanoseconds
+
+
+class RateMeter:
+    """Messages per second over a sliding window (for diagnostics)."""
+
+    def __init__(self, window_s: float = 2.0):
+        self.window_s = window_s
+        self._times: list[float] = []
+
+    def tick(self, t: float | None = None) -> None:
+        t = time.monotonic() if t is None else t
+        self._times.append(t)
+        cutoff = t - self.window_s
+        while self._times and self._times[0] < cutoff:
+            self._times.pop(0)
+
+    def rate(self, t: float | None = None) -> float:
+        t = time.monotonic() if t is None else t
+        recent = [x for x in self._times if x >= t - self.window_s]
+        if len(recent) < 2:
+            return 0.0
+        return (len(recent) - 1) / max(recent[-1] - recent[0], 1e-9)
+
+
+def diagnostic_status(name: str, hardware_id: str, level: int, message: str, values: dict[str, Any]) -> Any:
+    """A ``diagnostic_msgs/DiagnosticStatus`` (levels: 0 OK, 1 WARN, 2 ERROR, 3 STALE)."""
+    return convert.new_message(
+        "diagnostic_msgs/msg/DiagnosticStatus", level=int(level), name=name,
+        message=message, hardware_id=hardware_id,
+        values=[convert.new_message("diagnostic_msgs/msg/KeyValue", key=str(k), value=str(v))
+                for k, v in values.items()])
+
+
+def diagnostic_array(stamp_ns: int, statuses: list[Any]) -> Any:
+    return convert.new_message("diagnostic_msgs/msg/DiagnosticArray",
+                               header=convert.header_msg(stamp_ns, ""), status=statuses)
+
+
+def run_node(make_node: Callable[[], Node], args: list[str] | None = None) -> int:
+    """``main()`` body shared by every node: init, spin, clean shutdown, clear errors."""
+    rclpy.init(args=args)
+    node = None
+    try:
+        node = make_node()
+        rclpy.spin(node)
+        return 0
+    except (KeyboardInterrupt, ExternalShutdownException):
+        return 0
+    except AviHtError as exc:
+        print(f"[{getattr(node, 'get_name', lambda: 'avi_ht_ros')()}] error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()
+
+
+__all__ = [
+    "SENSOR_QOS", "RELIABLE_QOS", "LATCHED_QOS", "declare_parameters", "publish_serialized", "now_ns",
+    "RateMeter", "diagnostic_status", "diagnostic_array", "run_node",
+]
