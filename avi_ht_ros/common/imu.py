@@ -29,8 +29,9 @@ from vqf import VQF
 
 from avi_ht_ros.common.errors import ConfigError
 
-STANDARD_GRAVITY = 9.81
-"""Magnitude of gravity in the simulated world, m/s² (world z up, gravity −9.81 ẑ)."""
+GRAVITY_MAGNITUDE = 9.81
+"""Magnitude of gravity in the simulated world, m/s² (docs/ARCHITECTURE.md: world z up, gravity
+−9.81 ẑ).  Not the unit "g" of datasheets (9.80665 m/s², ``glove_model.STANDARD_GRAVITY``)."""
 
 
 class ImuStatus(enum.IntEnum):
@@ -47,7 +48,9 @@ class ImuStatus(enum.IntEnum):
 # Gravity direction from 6-DoF data (VQF)
 # --------------------------------------------------------------------------------------
 
-_EARTH_UP = np.array([0.0, 0.0, 1.0])
+_OK, _STALE, _SATURATED, _INVALID = (
+    int(ImuStatus.OK), int(ImuStatus.STALE), int(ImuStatus.SATURATED), int(ImuStatus.INVALID)
+)
 
 
 class GravityEstimator:
@@ -75,7 +78,10 @@ class GravityEstimator:
     Once it exceeds ``max_gap_s`` the orientation is considered lost (the hand kept moving
     with nothing integrated): the output stays invalid (zeros) until the next ``OK`` sample,
     which resets and re-initialises that IMU's filter.  Held-gyro updates stop at the same
-    limit.
+    limit.  Default 50 ms: a finger turning at 5 rad/s rotates ~15° in that time, about the
+    tilt a fresh start from one accelerometer sample suffers under 2–3 m/s² of hand
+    acceleration — and the restarted filter averages that error away within its first
+    samples, while a kept-but-wrong orientation decays only with VQF's ``tauAcc`` (3 s).
 
     ``update`` returns float64 ``[N, 3]``: unit vectors where :attr:`valid` is true, exact
     zeros elsewhere — never NaN.  An IMU that has not yet received an ``OK`` sample since
@@ -104,22 +110,22 @@ class GravityEstimator:
             self._filters = [VQF(self.sample_period_s, **self._vqf_params) for _ in range(self.num_imus)]
         except TypeError as exc:  # unknown VQF parameter name
             raise ConfigError("GravityEstimator.vqf_params", str(exc)) from exc
-        self._gap = np.zeros(self.num_imus, dtype=np.int64)
-        self._initialised = np.zeros(self.num_imus, dtype=bool)
-        self._valid = np.zeros(self.num_imus, dtype=bool)
+        self._gap = [0] * self.num_imus
+        self._initialised = [False] * self.num_imus
+        self._valid = [False] * self.num_imus
 
     def reset(self) -> None:
         """Forget everything: every IMU becomes invalid until its next ``OK`` sample."""
         for f in self._filters:
             f.resetState()
-        self._gap[:] = 0
-        self._initialised[:] = False
-        self._valid[:] = False
+        self._gap = [0] * self.num_imus
+        self._initialised = [False] * self.num_imus
+        self._valid = [False] * self.num_imus
 
     @property
     def valid(self) -> np.ndarray:
         """``[N]`` bool: which rows of the last :meth:`update` result are real estimates."""
-        return self._valid.copy()
+        return np.array(self._valid, dtype=bool)
 
     def update(self, accel: np.ndarray, gyro: np.ndarray, status: np.ndarray) -> np.ndarray:
         """Feed one glove sample (``accel``/``gyro`` ``[N, 3]`` SI, ``status`` ``[N]``).
@@ -127,8 +133,13 @@ class GravityEstimator:
         Returns the unit up direction in each IMU frame, ``[N, 3]`` float64 (zeros where
         not :attr:`valid`).
         """
-        accel = np.asarray(accel, dtype=np.float64)
-        gyro = np.asarray(gyro, dtype=np.float64)
+        quats = self.update_quaternions(accel, gyro, status)
+        return up_from_vqf_quaternions(quats, self.valid)
+
+    def update_quaternions(self, accel: np.ndarray, gyro: np.ndarray, status: np.ndarray) -> np.ndarray:
+        """The filter step of :meth:`update`: ``[N, 4]`` VQF 6D quaternions (w first, zeros where invalid)."""
+        accel = np.ascontiguousarray(accel, dtype=np.float64)
+        gyro = np.ascontiguousarray(gyro, dtype=np.float64)
         status = np.asarray(status)
         n = self.num_imus
         if accel.shape != (n, 3) or gyro.shape != (n, 3) or status.shape != (n,):
@@ -137,38 +148,49 @@ class GravityEstimator:
                 f"{accel.shape}, {gyro.shape}, {status.shape}"
             )
         finite = np.isfinite(accel).all(axis=1) & np.isfinite(gyro).all(axis=1)
-        code = np.where(finite, status, int(ImuStatus.INVALID))
+        codes = np.where(finite, status, _INVALID).tolist()
         quats = np.zeros((n, 4))
-        for i in range(n):
+        gap, initialised, valid = self._gap, self._initialised, self._valid  # Python lists: fast scalar access
+        for i, c in enumerate(codes):
             f = self._filters[i]
-            c = code[i]
-            if c == ImuStatus.OK:
-                if not self._initialised[i]:
+            if c == _OK:
+                if not initialised[i]:
                     f.resetState()
-                    self._initialised[i] = True
-                f.update(np.ascontiguousarray(gyro[i]), np.ascontiguousarray(accel[i]))
-                self._gap[i] = 0
-                self._valid[i] = True
-            elif c == ImuStatus.SATURATED and self._initialised[i]:
-                f.updateGyr(np.ascontiguousarray(gyro[i]))
-                self._gap[i] = 0
-                self._valid[i] = True
-            elif c == ImuStatus.STALE and self._initialised[i] and self._gap[i] < self.max_gap_samples:
-                f.updateGyr(np.ascontiguousarray(gyro[i]))
-                self._gap[i] += 1
-                self._valid[i] = True
+                    initialised[i] = True
+                f.update(gyro[i], accel[i])
+                gap[i] = 0
+                valid[i] = True
+            elif c == _SATURATED and initialised[i]:
+                f.updateGyr(gyro[i])
+                gap[i] = 0
+                valid[i] = True
+            elif c == _STALE and initialised[i] and gap[i] < self.max_gap_samples:
+                f.updateGyr(gyro[i])
+                gap[i] += 1
+                valid[i] = True
             else:  # DEAD, INVALID, unknown code, or nothing to build on
-                self._gap[i] += 1
-                self._valid[i] = False
-                if self._gap[i] > self.max_gap_samples:
-                    self._initialised[i] = False  # lost: reset on the next OK sample
-            if self._valid[i]:
+                gap[i] += 1
+                valid[i] = False
+                if gap[i] > self.max_gap_samples:
+                    initialised[i] = False  # lost: reset on the next OK sample
+            if valid[i]:
                 quats[i] = f.getQuat6D()
-        up = np.zeros((n, 3))
-        if self._valid.any():
-            rot = Rotation.from_quat(quats[self._valid], scalar_first=True)  # sensor -> earth
-            up[self._valid] = rot.inv().apply(_EARTH_UP)
-        return up
+        return quats
+
+
+def up_from_vqf_quaternions(quat_wxyz: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Unit up direction in the sensor frame from VQF quaternions ``[..., 4]`` (w first, sensor→earth).
+
+    ``up_S = R_ESᵀ e_z``, i.e. the third row of ``R_ES``; rows where ``valid`` ``[...]`` is
+    false are zeros.  Element-wise, so converting a whole recording at once gives the same
+    bits as converting sample by sample.
+    """
+    quat_wxyz = np.asarray(quat_wxyz, dtype=np.float64)
+    valid = np.asarray(valid, dtype=bool)
+    up = np.zeros(quat_wxyz.shape[:-1] + (3,))
+    if valid.any():
+        up[valid] = Rotation.from_quat(quat_wxyz[valid], scalar_first=True).as_matrix()[:, 2, :]
+    return up
 
 
 def estimate_gravity(
@@ -182,7 +204,8 @@ def estimate_gravity(
 
     ``accel``/``gyro`` ``[T, N, 3]``, ``status`` ``[T, N]``.  Returns ``(gravity_up
     [T, N, 3], valid [T, N])``, bit-identical to calling :meth:`GravityEstimator.update`
-    on each sample in turn (it *is* that loop).
+    on each sample in turn: it runs the same filter step per sample and only batches the
+    final (element-wise) quaternion → up-vector conversion.
     """
     accel = np.asarray(accel, dtype=np.float64)
     gyro = np.asarray(gyro, dtype=np.float64)
@@ -194,12 +217,12 @@ def estimate_gravity(
         )
     t_count, n = status.shape
     estimator = GravityEstimator(n, sample_period_s, **estimator_kwargs)
-    up = np.zeros((t_count, n, 3))
+    quats = np.zeros((t_count, n, 4))
     valid = np.zeros((t_count, n), dtype=bool)
     for t in range(t_count):
-        up[t] = estimator.update(accel[t], gyro[t], status[t])
+        quats[t] = estimator.update_quaternions(accel[t], gyro[t], status[t])
         valid[t] = estimator.valid
-    return up, valid
+    return up_from_vqf_quaternions(quats, valid), valid
 
 
 # --------------------------------------------------------------------------------------
@@ -236,13 +259,15 @@ _DEFAULT_VALID_STATUS = (ImuStatus.OK, ImuStatus.STALE, ImuStatus.SATURATED)
 def feature_rows(
     feature_set: str | Sequence[FeatureRow | tuple[str, int]],
     num_imus: int,
-    hand_back_index: int = 0,
+    hand_back_index: int | None = None,
 ) -> tuple[FeatureRow, ...]:
     """The rows of a named feature set (see :data:`FEATURE_SETS`) or a custom row list.
 
     Rows are grouped by signal, gravity first then gyro then accel ("the gravity vector
     computed from the 6-DoF data appended with the 3-axis gyroscope", paper §3.2), each
-    group in IMU order.
+    group in IMU order.  ``hand_back_index`` (the IMU on the palm, in glove order) is required
+    by ``"gravity+finger_gyro"`` and ignored otherwise — there is deliberately no default: in
+    the reference glove config the hand-back IMU is the last site, not the first.
     """
     if int(num_imus) != num_imus or num_imus < 1:
         raise ConfigError("feature_rows.num_imus", f"must be a positive integer, got {num_imus!r}")
@@ -250,8 +275,15 @@ def feature_rows(
     if isinstance(feature_set, str):
         if feature_set not in FEATURE_SETS:
             raise ConfigError("feature_set", f"unknown feature set {feature_set!r}; known: {sorted(FEATURE_SETS)}")
-        if feature_set == "gravity+finger_gyro" and not 0 <= hand_back_index < num_imus:
-            raise ConfigError("hand_back_index", f"{hand_back_index} is not an IMU index (0..{num_imus - 1})")
+        if feature_set == "gravity+finger_gyro":
+            if hand_back_index is None:
+                raise ConfigError(
+                    "hand_back_index",
+                    "feature set 'gravity+finger_gyro' needs the hand-back IMU's index in glove order "
+                    "(the site on bone 'palm' in config/glove_*.yaml)",
+                )
+            if isinstance(hand_back_index, bool) or int(hand_back_index) != hand_back_index or not 0 <= hand_back_index < num_imus:
+                raise ConfigError("hand_back_index", f"{hand_back_index!r} is not an IMU index (0..{num_imus - 1})")
         rows = [FeatureRow("gravity", s) for s in sensors]
         if feature_set == "gravity+finger_gyro":
             rows += [FeatureRow("gyro", s) for s in sensors if s != hand_back_index]
@@ -288,7 +320,7 @@ def imu_window_features(
     status: np.ndarray,
     feature_set: str | Sequence[FeatureRow | tuple[str, int]] = DEFAULT_FEATURE_SET,
     *,
-    hand_back_index: int = 0,
+    hand_back_index: int | None = None,
     gravity_valid: np.ndarray | None = None,
     valid_status: Sequence[int] = _DEFAULT_VALID_STATUS,
 ) -> ImuFeatures:
@@ -309,8 +341,9 @@ def imu_window_features(
     fingers), while each finger gyro carries the finger's own articulation rate.  So rows
     are ``[gravity_0 … gravity_11, gyro_j for j ≠ hand_back_index]`` = 12 + 11 = 23, and
     ``token_of_feature`` is ``[0 … 11, j ≠ hand_back …]``: the hand-back token gets one row,
-    the other tokens two.  Pass the hand-back IMU's index in glove order (the glove config)
-    as ``hand_back_index``.  Alternatives: ``"gravity+gyro"`` (24), ``"gravity+gyro+accel"``
+    the other tokens two.  Pass the hand-back IMU's index in glove order (the site on bone
+    ``palm`` in the glove config; index 11 in the reference glove) as ``hand_back_index`` —
+    required for this set, so a wrong default can never silently drop a finger gyro.  Alternatives: ``"gravity+gyro"`` (24), ``"gravity+gyro+accel"``
     (36), ``"gravity"`` (12), or an explicit list of ``(signal, sensor)`` rows.
 
     **Validity.** A row is valid where the sample's status is in ``valid_status`` (default
