@@ -1,18 +1,45 @@
-"""``avi-ht``: the one command-line tool for the offline work."""
+"""``avi-ht``: the one command-line tool for the offline work.
+
+Subcommands register themselves in :data:`COMMANDS` as ``name -> (help,
+"module:function")``; a subcommand module exposes ``add_arguments(parser)``
+and ``run(args) -> int`` and is imported only when used (so ``avi-ht params``
+does not pay for importing torch).
+"""
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
+
+from avi_ht_ros.common.errors import AviHtError
+
+COMMANDS: dict[str, tuple[str, str]] = {
+    "simulate": ("generate synthetic camera+glove sequences as rosbag2 (MCAP)", "avi_ht_ros.sim.cli"),
+    "params": ("print every node's parameters (README tables)", "avi_ht_ros.nodes.params_cli"),
+}
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="avi-ht", description=__doc__)
-    parser.add_subparsers(dest="command", metavar="<subcommand>")
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = argparse.ArgumentParser(prog="avi-ht", description="AVI-HT offline tools")
+    sub = parser.add_subparsers(dest="command", metavar="<subcommand>")
+    for name, (help_text, module_name) in COMMANDS.items():
+        command = sub.add_parser(name, help=help_text, description=help_text)
+        if argv[:1] == [name]:  # import only the chosen subcommand's module
+            importlib.import_module(module_name).add_arguments(command)
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return 2
-    return 0
+    module = importlib.import_module(COMMANDS[args.command][1])
+    try:
+        return int(module.run(args) or 0)
+    except AviHtError as exc:
+        print(f"avi-ht {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"avi-ht {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ from rclpy.serialization import deserialize_message, serialize_message
 from sensor_msgs.msg import Imu
 
 from avi_ht_ros.io.messages import MESSAGE_NAMES, typestore
-from avi_ht_ros.msg import GloveSample, HandGroundTruth, HandPose, SyncedFrame
+from avi_ht_ros.msg import GloveSample, HandGroundTruth, HandPose, SyncedFrame, TimeOffset
 
 pytestmark = pytest.mark.ros
 
@@ -113,6 +113,19 @@ def make_synced_frame(rng, t: int = 14, n: int = 12) -> SyncedFrame:
     return msg
 
 
+def make_time_offset(rng) -> TimeOffset:
+    msg = TimeOffset()
+    msg.header.stamp = _stamp(rng)
+    msg.header.frame_id = "right_glove"
+    msg.offset_s = float(rng.normal(0, 0.05))
+    msg.confidence = float(np.float32(rng.random()))
+    msg.raw_offset_s = float("nan") if rng.random() < 0.5 else float(rng.normal())
+    msg.peak_correlation = float(np.float32(rng.random()))
+    msg.accepted_updates, msg.rejected_updates = int(rng.integers(0, 100)), int(rng.integers(0, 100))
+    msg.online = True
+    return msg
+
+
 def _field_names(msg) -> list[str]:
     if hasattr(msg, "get_fields_and_field_types"):  # rclpy message
         return list(msg.get_fields_and_field_types())
@@ -132,6 +145,8 @@ def assert_same_message(a, b, path: str = "msg") -> None:
         assert len(a) == len(b), path
         for i, (x, y) in enumerate(zip(a, b)):
             assert_same_message(x, y, f"{path}[{i}]")
+    elif isinstance(a, float) and np.isnan(a):
+        assert np.isnan(b), f"{path}: {a!r} != {b!r}"
     elif isinstance(a, (int, float, str, bool)):
         assert a == b, f"{path}: {a!r} != {b!r}"
     else:
@@ -146,6 +161,7 @@ MAKERS = {
     "HandPose": (HandPose, make_hand_pose),
     "HandGroundTruth": (HandGroundTruth, make_ground_truth),
     "SyncedFrame": (SyncedFrame, make_synced_frame),
+    "TimeOffset": (TimeOffset, make_time_offset),
 }
 
 

@@ -96,6 +96,19 @@ def test_frame_waits_for_late_glove_data_then_completes():
     assert result.payload == "late" and result.window.state == WINDOW_COMPLETE
 
 
+def test_sample_not_arrived_after_wait_is_padded_and_flagged():
+    sync = make(max_wait_s=0.03)
+    for s in glove_stream(0, 40):
+        sync.add_glove_sample(*s)
+    camera_ns = 39 * GLOVE_PERIOD + 4 * NS // 1000   # the sample at 40*period is nearer, but never comes
+    sync.add_camera_frame(camera_ns, "f")
+    (result,) = sync.poll(camera_ns + 31 * NS // 1000)
+    w = result.window
+    assert w.state == WINDOW_PARTIAL and w.valid_samples == 13
+    assert not w.valid[-1] and w.stamps_ns[-1] == 40 * GLOVE_PERIOD and np.all(w.status[-1] == 3)
+    np.testing.assert_array_equal(w.accel[:-1, 0, 0], np.arange(27, 40))
+
+
 def test_stalled_glove_drops_frames_after_bounded_wait():
     sync = make(max_wait_s=0.03)
     for s in glove_stream(0, 40):

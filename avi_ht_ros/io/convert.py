@@ -28,6 +28,7 @@ GLOVE_SAMPLE = "avi_ht_ros/msg/GloveSample"
 HAND_POSE = "avi_ht_ros/msg/HandPose"
 HAND_GROUND_TRUTH = "avi_ht_ros/msg/HandGroundTruth"
 SYNCED_FRAME = "avi_ht_ros/msg/SyncedFrame"
+TIME_OFFSET = "avi_ht_ros/msg/TimeOffset"
 TF_MESSAGE = "tf2_msgs/msg/TFMessage"
 JOINT_STATE = "sensor_msgs/msg/JointState"
 
@@ -64,6 +65,17 @@ def new_message(msgtype: str, **fields: Any) -> Any:
     if fields:
         raise TypeError(f"{msgtype} has no field(s) {sorted(fields)}")
     return cls(**values)
+
+
+def prepare(*msgtypes: str) -> None:
+    """Build the type store and the (de)serializers of ``msgtypes`` now.
+
+    Nodes call this at start-up: rosbags generates each type's codec on first
+    use (~0.4 s for the store, tens of ms per type), which would otherwise stall
+    the first callbacks and let input queues overflow.
+    """
+    for msgtype in msgtypes:
+        deserialize(serialize(new_message(msgtype)), msgtype)
 
 
 def serialize(msg: Any) -> bytes:
@@ -228,3 +240,48 @@ def hand_ground_truth_msg(pose: Any, landmark_visibility: np.ndarray, occlusion_
     return new_message(HAND_GROUND_TRUTH, header=pose.header, pose=pose,
                        landmark_visibility=np.asarray(landmark_visibility, np.float32).reshape(21),
                        occlusion_ratio=float(occlusion_ratio), activity=str(activity))
+
+
+# -- synchronized frame -----------------------------------------------------------------
+def synced_frame_msg(image: Any, camera_info: Any, side: str, window: Any, offset_confidence: float) -> Any:
+    """SyncedFrame from an Image and CameraInfo message and a ``tracker.sync.ImuWindow``."""
+    t, n = window.status.shape
+    return new_message(
+        SYNCED_FRAME, header=image.header, image=image, camera_info=camera_info,
+        handedness=HANDEDNESS_OF_SIDE[side], window_length=t, num_imus=n,
+        linear_acceleration=np.ascontiguousarray(window.accel, np.float32).reshape(-1),
+        angular_velocity=np.ascontiguousarray(window.gyro, np.float32).reshape(-1),
+        gravity=np.ascontiguousarray(window.gravity_up, np.float32).reshape(-1),
+        status=np.ascontiguousarray(window.status, np.uint8).reshape(-1),
+        window_stamps=[stamp_msg(s) for s in window.stamps_ns],
+        time_offset=float(window.time_offset_s), time_offset_confidence=float(offset_confidence),
+        window_state=int(window.state), valid_samples=int(window.valid_samples))
+
+
+def window_arrays_from_synced_frame(msg: Any) -> dict[str, Any]:
+    """The IMU window of a SyncedFrame as arrays shaped [T, N, 3] / [T, N] / [T]."""
+    t, n = int(msg.window_length), int(msg.num_imus)
+    expected = t * n * 3
+    for name in ("linear_acceleration", "angular_velocity", "gravity"):
+        if len(getattr(msg, name)) != expected:
+            raise ValueError(f"SyncedFrame.{name} has {len(getattr(msg, name))} values, expected {t}x{n}x3")
+    if len(msg.status) != t * n or len(msg.window_stamps) != t:
+        raise ValueError(f"SyncedFrame status/stamps do not match window {t}x{n}")
+    return {
+        "accel": np.asarray(msg.linear_acceleration, np.float32).reshape(t, n, 3),
+        "gyro": np.asarray(msg.angular_velocity, np.float32).reshape(t, n, 3),
+        "gravity_up": np.asarray(msg.gravity, np.float32).reshape(t, n, 3),
+        "status": np.asarray(msg.status, np.uint8).reshape(t, n),
+        "stamps_ns": np.array([stamp_ns_of(s) for s in msg.window_stamps], np.int64),
+        "time_offset_s": float(msg.time_offset),
+        "window_state": int(msg.window_state),
+        "valid_samples": int(msg.valid_samples),
+    }
+
+
+def time_offset_msg(stamp_ns: int, frame_id: str, offset_s: float, confidence: float, raw_offset_s: float,
+                    peak_correlation: float, accepted: int, rejected: int, online: bool) -> Any:
+    return new_message(TIME_OFFSET, header=header_msg(stamp_ns, frame_id), offset_s=float(offset_s),
+                       confidence=float(confidence), raw_offset_s=float(raw_offset_s),
+                       peak_correlation=float(peak_correlation), accepted_updates=int(accepted),
+                       rejected_updates=int(rejected), online=bool(online))

@@ -29,6 +29,12 @@ from avi_ht_ros.io import convert
 # sensor streams: best effort, keep last 10 (rclpy's qos_profile_sensor_data uses depth 5)
 SENSOR_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10,
                         reliability=ReliabilityPolicy.BEST_EFFORT, durability=DurabilityPolicy.VOLATILE)
+# 200 Hz glove streams: sensor-data QoS with 0.5 s of history, so a burst of samples
+# (USB serial delivers several frames per read; an executor may stall briefly) is
+# never overwritten before it is taken (measured: best-effort bursts larger than the
+# depth lose the excess).
+GLOVE_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100,
+                       reliability=ReliabilityPolicy.BEST_EFFORT, durability=DurabilityPolicy.VOLATILE)
 # outputs consumers must not miss (poses, commands): reliable
 RELIABLE_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10,
                           reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE)
@@ -137,6 +143,6 @@ def run_node(make_node: Callable[[], Node], args: list[str] | None = None) -> in
 
 
 __all__ = [
-    "SENSOR_QOS", "RELIABLE_QOS", "LATCHED_QOS", "declare_parameters", "publish_serialized", "now_ns",
+    "SENSOR_QOS", "GLOVE_QOS", "RELIABLE_QOS", "LATCHED_QOS", "declare_parameters", "publish_serialized", "now_ns",
     "RateMeter", "diagnostic_status", "diagnostic_array", "run_node",
 ]

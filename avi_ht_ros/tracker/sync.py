@@ -47,8 +47,9 @@ class SyncConfig:
     imu_rate_hz: float = param(200.0, "nominal glove sample rate", range=(1.0, 10000.0), unit="Hz")
     max_wait_s: float = param(0.030, "longest a camera frame waits for late glove data", range=(0.0, 1.0),
                               unit="s")
-    max_nearest_gap_s: float = param(0.010, "nearest glove stamp must be this close to the camera stamp",
-                                     range=(1e-4, 1.0), unit="s")
+    max_nearest_gap_s: float = param(0.010, "a frame whose glove sample at the camera instant is missing is "
+                                     "still paired (flagged partial) if the last sample before it is at most "
+                                     "this old; otherwise dropped", range=(1e-4, 1.0), unit="s")
     min_valid_samples: int = param(7, "fewer real samples in a window drop the frame", range=(0, 256))
     time_offset_s: float = param(0.0, "camera-glove offset: t_camera = t_glove + offset (initial value "
                                  "when estimated online)", range=(-10.0, 10.0), unit="s", read_only=False)
@@ -252,15 +253,24 @@ class ImuWindowSynchronizer:
             return None
         order = (np.arange(self._count - stored, self._count)) % self._capacity
         stamps_cam = self._stamps[order] + self._offset_ns
-        nearest = int(np.argmin(np.abs(stamps_cam - camera_ns)))
-        if abs(int(stamps_cam[nearest]) - camera_ns) > cfg.max_nearest_gap_s * NS:
-            self.stats.frames_dropped_no_imu += 1
-            return None
-        # Expected sample times of the window on the camera clock, anchored at the
-        # nearest real sample; each is filled by the stored sample within half a
-        # period of it, or padded.
         period = cfg.period_ns
-        anchor = int(stamps_cam[nearest])
+        nearest = int(np.argmin(np.abs(stamps_cam - camera_ns)))
+        if abs(int(stamps_cam[nearest]) - camera_ns) <= period // 2:
+            anchor = int(stamps_cam[nearest])
+        else:
+            # The sample at the camera instant is missing (gap, or it did not arrive
+            # within max_wait_s): anchor the window on the glove's sampling grid
+            # extrapolated from the last sample before the camera stamp, so the
+            # missing slot is padded and flagged instead of silently shifting the window.
+            before = np.nonzero(stamps_cam <= camera_ns)[0]
+            if not len(before) or camera_ns - int(stamps_cam[before[-1]]) > cfg.max_nearest_gap_s * NS:
+                self.stats.frames_dropped_no_imu += 1
+                return None
+            nearest = int(before[-1])
+            last = int(stamps_cam[nearest])
+            anchor = last + period * int(round((camera_ns - last) / period))
+        # Expected sample times of the window on the camera clock, oldest first; each
+        # is filled by the stored sample within half a period of it, or padded.
         expected = anchor - period * np.arange(cfg.window_length - 1, -1, -1, dtype=np.int64)
         first = max(0, nearest - 2 * cfg.window_length)
         candidates = stamps_cam[first:nearest + 1]
