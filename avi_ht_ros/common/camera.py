@@ -44,6 +44,8 @@ __all__ = [
     "CameraMount",
     "load_camera_yaml",
     "save_camera_yaml",
+    "camera_from_ros_yaml_dict",
+    "ROTATION_BODY_FROM_OPTICAL",
     "load_camera_mount",
     "default_sim_camera",
     "project_points_torch",
@@ -269,24 +271,34 @@ class PinholeCamera:
         """
         points = np.asarray(points, dtype=np.float64)
         z = points[..., 2]
-        with np.errstate(divide="ignore", invalid="ignore"):
+        with np.errstate(all="ignore"):
             x = points[..., 0] / z
             y = points[..., 1] / z
-        valid = z > min_depth
-        if self.has_distortion:
-            valid &= x * x + y * y < self._max_r2
-            x, y = _distort_xy(x, y, *self.distortion)
+            valid = z > min_depth
+            if self.has_distortion:
+                valid &= x * x + y * y < self._max_r2
+                x, y = _distort_xy(x, y, *self.distortion)
         uv = np.stack([self.fx * x + self.cx, self.fy * y + self.cy], axis=-1)
         uv[~valid] = np.nan
         return uv
 
     def unproject(self, uv: np.ndarray, depth: np.ndarray | float | None = None) -> np.ndarray:
-        """Pixels ``[..., 2]`` -> points ``[..., 3]`` at z-depth ``depth`` (broadcast; ``None``: z = 1 rays)."""
+        """Pixels ``[..., 2]`` -> points ``[..., 3]`` at z-depth ``depth`` (broadcast; ``None``: z = 1 rays).
+
+        For a distorted camera, pixels outside the range the distortion polynomial can
+        produce (corners of an over-fitted wide-angle calibration) have no ray: NaN.
+        """
         uv = np.asarray(uv, dtype=np.float64)
         x = (uv[..., 0] - self.cx) / self.fx
         y = (uv[..., 1] - self.cy) / self.fy
         if self.has_distortion:
-            x, y = _undistort_xy(x, y, *self.distortion, iterations=12)
+            xd, yd = x, y
+            with np.errstate(all="ignore"):
+                x, y = _undistort_xy(xd, yd, *self.distortion, iterations=20)
+                # Pixels the lens polynomial cannot reach (beyond its fold) have no ray.
+                check_x, check_y = _distort_xy(x, y, *self.distortion)
+                ok = (np.abs(check_x - xd) < 1e-9) & (np.abs(check_y - yd) < 1e-9) & (x * x + y * y < self._max_r2)
+            x, y = np.where(ok, x, np.nan), np.where(ok, y, np.nan)
         rays = np.stack([x, y, np.ones_like(x)], axis=-1)
         if depth is None:
             return rays
@@ -398,7 +410,8 @@ def _matrix_values(values: Any, shape: tuple[int, int], where: str, name: str) -
     except (TypeError, ValueError) as exc:
         raise ConfigError(where, f"{name}: expected {shape[0] * shape[1]} numbers ({exc})") from None
     if array.size != shape[0] * shape[1]:
-        raise ConfigError(where, f"{name}: expected {shape[0]}x{shape[1]} = {shape[0] * shape[1]} values, got {array.size}")
+        raise ConfigError(where, f"{name}: expected {shape[0]}x{shape[1]} = {shape[0] * shape[1]} values, "
+                                 f"got {array.size}")
     if not np.all(np.isfinite(array)):
         raise ConfigError(where, f"{name}: values must be finite numbers")
     return array.reshape(shape)
@@ -412,7 +425,8 @@ def _camera_from_parts(width, height, k, d, name, r, p, where) -> PinholeCamera:
     if k[0, 1] != 0.0:
         raise ConfigError(where, f"camera_matrix: skew K[0][1] = {k[0, 1]} is not supported (must be 0)")
     if not np.allclose(k[1, 0], 0.0) or not np.allclose(k[2], [0.0, 0.0, 1.0]):
-        raise ConfigError(where, f"camera_matrix: not an intrinsic matrix (rows 2-3 must be [0 fy cy], [0 0 1]): {k.tolist()}")
+        raise ConfigError(where, "camera_matrix: not an intrinsic matrix (rows 2-3 must be [0 fy cy], [0 0 1]): "
+                                 f"{k.tolist()}")
     return PinholeCamera(width, height, k[0, 0], k[1, 1], k[0, 2], k[1, 2], d, name, r, p)
 
 
@@ -437,7 +451,8 @@ def _yaml_matrix(doc: Mapping[str, Any], key: str, shape: tuple[int, int] | None
     if not isinstance(data, list):
         raise ConfigError(where, f"{key}.data: expected a list of numbers, got {type(data).__name__}")
     if len(data) != rows * cols:
-        raise ConfigError(where, f"{key}: data has {len(data)} values but rows x cols = {rows} x {cols} = {rows * cols}")
+        raise ConfigError(where, f"{key}: data has {len(data)} values but rows x cols = {rows} x {cols} "
+                                 f"= {rows * cols}")
     if shape is not None and (rows, cols) != shape:
         raise ConfigError(where, f"{key}: expected shape {shape[0]}x{shape[1]}, got {rows}x{cols}")
     if any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in data):
@@ -479,7 +494,8 @@ def camera_from_ros_yaml_dict(doc: Any, where: str = "<camera yaml>") -> Pinhole
     if d.size == 0:
         d = np.zeros(NUM_PLUMB_BOB_COEFFICIENTS)
     if d.size != NUM_PLUMB_BOB_COEFFICIENTS:
-        raise ConfigError(where, f"distortion_coefficients: plumb_bob needs 1x{NUM_PLUMB_BOB_COEFFICIENTS}, got {d.size} values")
+        raise ConfigError(where, f"distortion_coefficients: plumb_bob needs 1x{NUM_PLUMB_BOB_COEFFICIENTS}, "
+                                 f"got {d.size} values")
     r = _yaml_matrix(doc, "rectification_matrix", (3, 3), where) if "rectification_matrix" in doc else np.eye(3)
     p = _yaml_matrix(doc, "projection_matrix", (3, 4), where) if "projection_matrix" in doc else None
     name = doc.get("camera_name", "camera")
@@ -522,7 +538,9 @@ def default_sim_camera() -> PinholeCamera:
 
 def _rotation_from_rpy(roll: float, pitch: float, yaw: float) -> np.ndarray:
     """URDF/ROS fixed-axis roll-pitch-yaw: ``R = Rz(yaw) @ Ry(pitch) @ Rx(roll)``."""
-    cr, sr, cp, sp, cy, sy = math.cos(roll), math.sin(roll), math.cos(pitch), math.sin(pitch), math.cos(yaw), math.sin(yaw)
+    cr, sr = math.cos(roll), math.sin(roll)
+    cp, sp = math.cos(pitch), math.sin(pitch)
+    cy, sy = math.cos(yaw), math.sin(yaw)
     return np.array(
         [
             [cy * cp, cy * sp * sr - sy * cr, cy * sp * cr + sy * sr],
@@ -658,7 +676,8 @@ def _remap_antialiased(image, map_x, map_y, interpolation, border_value, antiali
     if antialias:
         h, w = map_x.shape
         cy, cx = h // 2, w // 2
-        step = math.hypot(float(map_x[cy, min(cx + 1, w - 1)] - map_x[cy, cx]), float(map_y[cy, min(cx + 1, w - 1)] - map_y[cy, cx]))
+        nx = min(cx + 1, w - 1)  # source-pixel step per crop pixel at the crop centre
+        step = math.hypot(float(map_x[cy, nx] - map_x[cy, cx]), float(map_y[cy, nx] - map_y[cy, cx]))
         if math.isfinite(step) and step >= 2.0:
             level = min(int(math.floor(math.log2(step))), 4)
     source = image
