@@ -11,6 +11,8 @@ from setuptools import find_packages, setup
 
 CONSOLE_SCRIPTS = [
     "avi-ht=avi_ht_ros.cli:main",
+    "camera_node=avi_ht_ros.nodes.camera_node:main",
+    "sync_node=avi_ht_ros.nodes.sync_node:main",
 ]
 
 DATA_DIRS = ("msg", "config", "launch", "rviz", "robots", "models")

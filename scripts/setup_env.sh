@@ -62,12 +62,15 @@ ln -sfn "$VENV" "$ROOT/.venv"
 # 2. build messages + Python package + executables with colcon
 # shellcheck disable=SC1091
 source "$VENV/bin/activate"
+BASE_PATHS=("$ROOT")
 if [ "$MODE" = wheels ]; then
   export AMENT_PREFIX_PATH="$VENV${AMENT_PREFIX_PATH:+:$AMENT_PREFIX_PATH}"
   export CMAKE_PREFIX_PATH="$VENV${CMAKE_PREFIX_PATH:+:$CMAKE_PREFIX_PATH}"
+  # stand-ins for ROS packages without wheels (tools/ros_standins/README.md)
+  BASE_PATHS+=("$ROOT/tools/ros_standins")
 fi
 log "colcon build"
-colcon --log-base log build --symlink-install --base-paths "$ROOT" \
+colcon --log-base log build --symlink-install --base-paths "${BASE_PATHS[@]}" \
   --build-base build --install-base install \
   --cmake-args -DPython3_EXECUTABLE="$VENV/bin/python" -DBUILD_TESTING=OFF >log/colcon-build.txt 2>&1 \
   || { cat log/colcon-build.txt >&2; log "colcon build failed (log/colcon-build.txt)"; exit 1; }
