@@ -9,12 +9,15 @@ The line is the *lower envelope* of the points, not their mean.  The mapper keep
 the minimum of ``h - d`` per bucket of device time (``bucket_s``) over a sliding
 window (``window_s``) and fits a line through those minima (least squares, with
 buckets far above the envelope rejected).  Once enough buckets exist the slope is
-the drift; before that the drift is taken as 0 and the offset is the running
-minimum.
+the drift; before that the last drift estimate (0 after a re-lock) is kept and the
+line goes through the lowest point seen.
 
-Stamps are ``fit(d) - fixed_latency_ns`` (the latency floor of the transport is
+Stamps are ``fit(d) - fixed_latency_s`` (the latency floor of the transport is
 not observable from timestamps alone; measure it once and configure it),
-clamped to be no later than the receive time and strictly increasing.
+clamped to be no later than the receive time, then to be strictly increasing (the
+second rule wins: when one read delivers several frames before anything is known,
+later ones may be stamped a few ns after their receive time).
+Parameters: :class:`ClockMapperConfig`.
 
 Discontinuities:
 
@@ -36,15 +39,50 @@ import dataclasses
 
 import numpy as np
 
+from avi_ht_ros.common.errors import ConfigError
+from avi_ht_ros.common.params import param, validate_params
+
 _NS_PER_US = 1000
 _NS_PER_S = 1_000_000_000
 
 
 @dataclasses.dataclass(frozen=True)
+class ClockMapperConfig:
+    """Parameters of :class:`DeviceClockMapper` (validated on construction)."""
+
+    window_s: float = param(15.0, "device time over which the lower envelope is fitted", range=(1.0, 3600.0),
+                            unit="s")
+    bucket_s: float = param(0.25, "device time per envelope point (minimum of host minus device time)",
+                            range=(0.01, 60.0), unit="s")
+    min_buckets_for_drift: int = param(4, "envelope points needed before the drift is estimated", range=(2, 10000))
+    max_drift_ppm: float = param(1000.0, "largest plausible clock-rate difference; steeper fits are clipped",
+                                 range=(1.0, 100000.0), unit="ppm")
+    jump_tolerance_s: float = param(0.05, "a sample this far off the envelope is a clock discontinuity candidate",
+                                    range=(0.001, 10.0), unit="s")
+    jump_confirm_s: float = param(0.5, "samples must stay above the envelope this long to be a host clock jump",
+                                  range=(0.01, 60.0), unit="s")
+    device_counter_bits: int = param(64, "width of the device microsecond counter (it wraps at 2^bits)",
+                                     range=(8, 64))
+    fixed_latency_s: float = param(0.0, "transport latency floor subtracted from every stamp (measure it once)",
+                                   range=(0.0, 1.0), unit="s")
+
+    def __post_init__(self):
+        validate_params(self)
+        if self.bucket_s >= self.window_s:
+            raise ConfigError("ClockMapperConfig.bucket_s", f"{self.bucket_s} must be < window_s ({self.window_s})")
+
+
+@dataclasses.dataclass(frozen=True)
 class ClockEstimate:
-    """Snapshot of the mapping.  ``offset_ns`` is host time minus device time (both in
-    ns) at the latest sample; ``offset_uncertainty_ns`` (RMS scatter of the envelope
-    points / sqrt(count)) is the quality figure: smaller is better, None until locked."""
+    """Snapshot of the mapping.
+
+    ``offset_ns``: host time minus device time (both in ns) at the latest sample, on
+    the envelope (transport latency floor included, ``fixed_latency_ns`` not).
+    ``drift_ppm``: how much faster the host clock runs than the device clock,
+    (host elapsed / device elapsed - 1) * 1e6; a device crystal 50 ppm fast gives -50.
+    ``offset_uncertainty_ns``: the quality figure, RMS scatter of the envelope points
+    about the fitted line / sqrt(points); smaller is better, None until locked.
+    """
 
     locked: bool
     offset_ns: int
@@ -77,35 +115,16 @@ class _Bucket:
 class DeviceClockMapper:
     """Online device-clock -> host-time mapper; see the module docstring."""
 
-    def __init__(
-        self,
-        *,
-        window_s: float = 15.0,
-        bucket_s: float = 0.25,
-        min_buckets_for_drift: int = 4,
-        max_drift_ppm: float = 1000.0,
-        jump_tolerance_s: float = 0.05,
-        jump_confirm_s: float = 0.5,
-        device_counter_bits: int = 64,
-        fixed_latency_ns: int = 0,
-    ):
-        if not 0 < bucket_s < window_s:
-            raise ValueError(f"need 0 < bucket_s ({bucket_s}) < window_s ({window_s})")
-        if min_buckets_for_drift < 2:
-            raise ValueError("min_buckets_for_drift must be >= 2 (a slope needs two points)")
-        if not 8 <= device_counter_bits <= 64:
-            raise ValueError(f"device_counter_bits {device_counter_bits} outside 8..64")
-        if jump_tolerance_s <= 0 or jump_confirm_s <= 0:
-            raise ValueError("jump_tolerance_s and jump_confirm_s must be > 0")
-        self.window_s = window_s
-        self.bucket_ns = bucket_s * _NS_PER_S
-        self.window_buckets = int(round(window_s / bucket_s))
-        self.min_buckets_for_drift = min_buckets_for_drift
-        self.max_drift = max_drift_ppm * 1e-6
-        self.jump_tolerance_ns = jump_tolerance_s * _NS_PER_S
-        self.jump_confirm_ns = jump_confirm_s * _NS_PER_S
-        self.counter_modulus_us = 1 << device_counter_bits
-        self.fixed_latency_ns = int(fixed_latency_ns)
+    def __init__(self, config: ClockMapperConfig = ClockMapperConfig()):
+        self.config = config
+        self.bucket_ns = config.bucket_s * _NS_PER_S
+        self.window_buckets = int(round(config.window_s / config.bucket_s))
+        self.min_buckets_for_drift = config.min_buckets_for_drift
+        self.max_drift = config.max_drift_ppm * 1e-6
+        self.jump_tolerance_ns = config.jump_tolerance_s * _NS_PER_S
+        self.jump_confirm_ns = config.jump_confirm_s * _NS_PER_S
+        self.counter_modulus_us = 1 << config.device_counter_bits
+        self.fixed_latency_ns = int(round(config.fixed_latency_s * _NS_PER_S))
         self.stats = ClockStats()
         self._last_stamp_ns: int | None = None
         self._relock(None, None)
@@ -165,7 +184,7 @@ class DeviceClockMapper:
             span = (x - self._closed[0].x_ns) / _NS_PER_S
         uncertainty = None
         if self.locked and self._fit_rms_ns is not None:
-            uncertainty = self._fit_rms_ns / np.sqrt(self._fit_buckets)
+            uncertainty = float(self._fit_rms_ns / np.sqrt(self._fit_buckets))
         return ClockEstimate(
             locked=self.locked,
             offset_ns=offset,
@@ -196,7 +215,6 @@ class DeviceClockMapper:
         self._slope = 0.0
         self._fit_buckets = 0
         self._fit_rms_ns: float | None = None
-        self._running_min_y: float | None = None
         self._high_since_x: float | None = None  # start of a run of samples far above the envelope
 
     def _unwrapped(self, device_time_us: int) -> int:
@@ -249,7 +267,12 @@ class DeviceClockMapper:
         if self._open is None or index != self._open.index:
             if self._open is not None:
                 self._closed.append(self._open)
-                while self._closed and self._closed[0].index <= index - self.window_buckets:
+                # Slide the window, but never below a fit's worth of buckets: after a
+                # data gap the old envelope still anchors the line.
+                while (
+                    len(self._closed) > self.min_buckets_for_drift
+                    and self._closed[0].index <= index - self.window_buckets
+                ):
                     self._closed.popleft()
                 self._open = None
                 self._refit()
@@ -259,10 +282,11 @@ class DeviceClockMapper:
             if y < self._open.y_ns:
                 self._open.x_ns, self._open.y_ns = x, y
         if not self.locked:
-            # Too few buckets for a slope: offset = lowest (host - device) seen, drift 0.
-            if self._running_min_y is None or y < self._running_min_y:
-                self._running_min_y = y
-            self._intercept, self._slope = self._running_min_y, 0.0
+            # Too few buckets for a slope: keep the last slope (0 after a re-lock) and
+            # put the line through the lowest point seen.
+            candidates = [b.y_ns - self._slope * b.x_ns for b in self._closed]
+            candidates.append(self._open.y_ns - self._slope * self._open.x_ns)
+            self._intercept = min(candidates)
 
     def _refit(self) -> None:
         """Least-squares line through the closed buckets' minima, upper outliers removed."""
@@ -283,7 +307,7 @@ class DeviceClockMapper:
             else:
                 keep[:] = True
         if abs(slope) > self.max_drift:
-            # Implausible for a crystal: keep the offset at the newest envelope points.
+            # Implausible for a crystal: clip the slope, re-centre the line on the envelope points.
             slope = float(np.clip(slope, -self.max_drift, self.max_drift))
             intercept = float(np.median(ys[keep] - slope * xs[keep]))
         self._intercept, self._slope = float(intercept), float(slope)
