@@ -447,8 +447,8 @@ class HandModel:
         """Joint angles ``[..., 22]`` (NumPy or torch) clipped into the limits."""
         if _is_torch(joint_angles):
             import torch
-            lower = torch.as_tensor(self.joint_lower, dtype=joint_angles.dtype, device=joint_angles.device)
-            upper = torch.as_tensor(self.joint_upper, dtype=joint_angles.dtype, device=joint_angles.device)
+            lower = torch.tensor(np.array(self.joint_lower), dtype=joint_angles.dtype, device=joint_angles.device)
+            upper = torch.tensor(np.array(self.joint_upper), dtype=joint_angles.dtype, device=joint_angles.device)
             return torch.clamp(joint_angles, lower, upper)
         return np.clip(np.asarray(joint_angles, dtype=float), self.joint_lower, self.joint_upper)
 
@@ -523,7 +523,7 @@ def _is_torch(value) -> bool:
 def _constant_like(constant: np.ndarray, like):
     if _is_torch(like):
         import torch
-        return torch.as_tensor(constant, dtype=like.dtype, device=like.device)
+        return torch.tensor(np.array(constant), dtype=like.dtype, device=like.device)
     return constant
 
 
@@ -540,6 +540,7 @@ class _NumpyOps:
         self.stack = np.stack
         self.concat = np.concatenate
         self.sin, self.cos = np.sin, np.cos
+        self.broadcast_to = np.broadcast_to
 
     def constant(self, array: np.ndarray) -> np.ndarray:
         return array
@@ -558,9 +559,10 @@ class _TorchOps:
         self.stack = torch.stack
         self.concat = torch.cat
         self.sin, self.cos = torch.sin, torch.cos
+        self.broadcast_to = torch.broadcast_to
 
     def constant(self, array: np.ndarray):
-        return self.torch.as_tensor(array, dtype=self.dtype, device=self.device)
+        return self.torch.tensor(np.array(array), dtype=self.dtype, device=self.device)
 
     def index(self, array: np.ndarray):
         return self.torch.as_tensor(array, dtype=self.torch.long, device=self.device)
@@ -624,6 +626,10 @@ def _joint_rotations(ops, flexion, abduction):
 
 def _forward_kinematics(ops, constants: _FkConstants, joint_angles, wrist_rotation,
                         wrist_translation, scale, side: str) -> ForwardKinematicsResult:
+    batch_shape = np.broadcast_shapes(tuple(joint_angles.shape[:-1]), tuple(wrist_rotation.shape[:-2]),
+                                      tuple(wrist_translation.shape[:-1]), tuple(scale.shape))
+    joint_angles = ops.broadcast_to(joint_angles, batch_shape + (NUM_JOINTS,))
+    scale = ops.broadcast_to(scale, batch_shape)
     flexion = joint_angles @ constants.flex_select            # [..., B]
     abduction = joint_angles @ constants.abd_select           # [..., B]
     local_links = constants.rest_rotations @ _joint_rotations(ops, flexion, abduction)  # [..., B, 3, 3]
@@ -692,9 +698,7 @@ def forward_kinematics_numpy(joint_angles, wrist_rotation, wrist_translation, sc
     _check_fk_inputs(joint_angles.shape, wrist_rotation.shape, wrist_translation.shape, side)
     ops = _NumpyOps()
     constants = _fk_constants(model or default_hand_model(), ops)
-    result = _forward_kinematics(ops, constants, joint_angles, wrist_rotation, wrist_translation, scale, side)
-    batch_shape = result.landmarks.shape[:-2]
-    return result._replace(scale=np.broadcast_to(scale, batch_shape))
+    return _forward_kinematics(ops, constants, joint_angles, wrist_rotation, wrist_translation, scale, side)
 
 
 def forward_kinematics_torch(joint_angles, wrist_rotation, wrist_translation, scale=1.0,
@@ -716,6 +720,4 @@ def forward_kinematics_torch(joint_angles, wrist_rotation, wrist_translation, sc
                      tuple(wrist_translation.shape), side)
     ops = _TorchOps(dtype, device)
     constants = _fk_constants(model or default_hand_model(), ops)
-    result = _forward_kinematics(ops, constants, joint_angles, wrist_rotation, wrist_translation, scale, side)
-    batch_shape = result.landmarks.shape[:-2]
-    return result._replace(scale=scale.expand(batch_shape))
+    return _forward_kinematics(ops, constants, joint_angles, wrist_rotation, wrist_translation, scale, side)
