@@ -37,6 +37,12 @@ def test_bag_round_trip(tmp_path, storage):
     assert accel.shape == (12, 3) and status.shape == (12,) and stamp == 95_000_000
 
 
+def test_reading_an_absent_topic_yields_nothing(tmp_path):
+    with BagWriter(tmp_path / "bag") as bag:
+        bag.write("/x", convert.IMAGE, 0, convert.image_msg(0, "c", np.zeros((2, 2), np.uint8)))
+    assert list(read_messages(tmp_path / "bag", ["/y"])) == []
+
+
 def test_bags_are_never_overwritten(tmp_path):
     with BagWriter(tmp_path / "bag") as bag:
         bag.write("/x", convert.IMAGE, 0, convert.image_msg(0, "c", np.zeros((2, 2), np.uint8)))

@@ -98,6 +98,8 @@ def read_messages(path: str | pathlib.Path, topics: Iterable[str] | None = None)
     wanted = None if topics is None else set(topics)
     with _reader(path) as reader:
         connections = [c for c in reader.connections if wanted is None or c.topic in wanted]
+        if not connections:
+            return  # (rosbags reads *every* connection when given an empty list)
         for connection, log_time, raw in reader.messages(connections=connections):
             yield BagMessage(connection.topic, connection.msgtype, log_time,
                              reader.deserialize(raw, connection.msgtype))

@@ -35,6 +35,9 @@ SENSOR_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10,
 # depth lose the excess).
 GLOVE_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100,
                        reliability=ReliabilityPolicy.BEST_EFFORT, durability=DurabilityPolicy.VOLATILE)
+# what the glove driver publishes: reliable with the same 0.5 s history
+RELIABLE_GLOVE_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100,
+                                reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE)
 # outputs consumers must not miss (poses, commands): reliable
 RELIABLE_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10,
                           reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE)
@@ -123,13 +126,13 @@ def diagnostic_array(stamp_ns: int, statuses: list[Any]) -> Any:
                                header=convert.header_msg(stamp_ns, ""), status=statuses)
 
 
-def run_node(make_node: Callable[[], Node], args: list[str] | None = None) -> int:
+def run_node(make_node: Callable[[], Node], args: list[str] | None = None, executor=None) -> int:
     """``main()`` body shared by every node: init, spin, clean shutdown, clear errors."""
     rclpy.init(args=args)
     node = None
     try:
         node = make_node()
-        rclpy.spin(node)
+        rclpy.spin(node, executor=executor)
         return 0
     except (KeyboardInterrupt, ExternalShutdownException):
         return 0
@@ -143,6 +146,6 @@ def run_node(make_node: Callable[[], Node], args: list[str] | None = None) -> in
 
 
 __all__ = [
-    "SENSOR_QOS", "GLOVE_QOS", "RELIABLE_QOS", "LATCHED_QOS", "declare_parameters", "publish_serialized", "now_ns",
+    "SENSOR_QOS", "GLOVE_QOS", "RELIABLE_GLOVE_QOS", "RELIABLE_QOS", "LATCHED_QOS", "declare_parameters", "publish_serialized", "now_ns",
     "RateMeter", "diagnostic_status", "diagnostic_array", "run_node",
 ]

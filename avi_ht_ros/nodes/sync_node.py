@@ -86,10 +86,10 @@ class SyncNode(Node):
         try:
             stamp_ns, accel, gyro, status = convert.glove_arrays_from_msg(convert.deserialize(data, convert.GLOVE_SAMPLE))
         except ValueError as exc:
-            self.get_logger().warn(f"dropping malformed glove sample: {exc}", throttle_duration_sec=5.0)
+            self.get_logger().warning(f"dropping malformed glove sample: {exc}", throttle_duration_sec=5.0)
             return
         if accel.shape[0] != self.synchronizer.num_imus:
-            self.get_logger().warn(f"dropping glove sample with {accel.shape[0]} IMUs "
+            self.get_logger().warning(f"dropping glove sample with {accel.shape[0]} IMUs "
                                    f"(configured {self.synchronizer.num_imus})", throttle_duration_sec=5.0)
             return
         self.synchronizer.add_glove_sample(stamp_ns, accel, gyro, status)
