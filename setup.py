@@ -13,6 +13,7 @@ CONSOLE_SCRIPTS = [
     "avi-ht=avi_ht_ros.cli:main",
     "camera_node=avi_ht_ros.nodes.camera_node:main",
     "sync_node=avi_ht_ros.nodes.sync_node:main",
+    "glove_driver_node=avi_ht_ros.nodes.glove_driver_node:main",
 ]
 
 DATA_DIRS = ("msg", "config", "launch", "rviz", "robots", "models")
