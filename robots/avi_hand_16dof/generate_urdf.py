@@ -56,12 +56,13 @@ FINGER_LIMITS = [(-0.35, 0.35), (-0.25, 1.65), (-0.10, 1.75), (-0.10, 1.50)]
 # Thumb: rotation joint about the palm's long axis (positive turns the thumb under the
 # palm, i.e. opposition), then three parallel flexion joints.  At zero the thumb lies in
 # the palm plane, pointing THUMB_ANGLE from the palm x axis towards +y.
-THUMB_ROTATION_ORIGIN = (0.022, 0.024, -0.012)
-THUMB_BASE_OFFSET = 0.016  # rotation axis -> cmc flexion joint, along palm +y
-THUMB_ANGLE = math.radians(50.0)
-THUMB_LENGTHS = (0.050, 0.036, 0.030)  # metacarpal, proximal, distal up to the tip
+THUMB_ROTATION_ORIGIN = (0.030, 0.018, -0.012)
+THUMB_ROTATION_AXIS = (-1.0, 0.0, 0.0)  # in the palm frame, unit
+THUMB_BASE_OFFSET = 0.014  # rotation axis -> cmc flexion joint, along palm +y
+THUMB_ANGLE = math.radians(42.0)
+THUMB_LENGTHS = (0.054, 0.038, 0.032)  # metacarpal, proximal, distal up to the tip
 # lower, upper of: rotation, cmc flexion, mcp flexion, ip flexion
-THUMB_LIMITS = [(-0.10, 1.75), (-0.35, 1.20), (-0.10, 1.30), (-0.20, 1.50)]
+THUMB_LIMITS = [(-0.10, 2.00), (-0.35, 1.20), (-0.10, 1.30), (-0.20, 1.50)]
 
 
 @dataclass
@@ -134,6 +135,9 @@ def _inertial(shapes: list[Shape]) -> str:
             for j in range(3):
                 rotated = sum(rot[i][k] * principal[k] * rot[j][k] for k in range(3))
                 inertia[i][j] += rotated + m * ((dd if i == j else 0.0) - d[i] * d[j])
+    # Products of inertia that are zero up to rounding are written as exact zeros.
+    scale = max(inertia[0][0], inertia[1][1], inertia[2][2])
+    inertia = [[0.0 if abs(v) < 1e-9 * scale else v for v in row] for row in inertia]
     return (
         "    <inertial>\n"
         f'      <origin xyz="{_fmt(com)}" rpy="0 0 0"/>\n'
@@ -254,7 +258,7 @@ def build(mirror: bool) -> str:
     w.link("thumb_distal", _segment(t3, True), "pad")
     w.tip_link("thumb_tip")
     # Rotation about -x: positive angle swings the thumb from the palm plane under the palm.
-    w.joint("thumb_rotation", "revolute", "palm", "thumb_base", THUMB_ROTATION_ORIGIN, axis=(-1, 0, 0), limits=lim[0])
+    w.joint("thumb_rotation", "revolute", "palm", "thumb_base", THUMB_ROTATION_ORIGIN, axis=THUMB_ROTATION_AXIS, limits=lim[0])
     # Thumb bone frame: x along the thumb (THUMB_ANGLE towards +y), y = -z_palm, so that
     # flexion about +y swings the thumb towards the fingers in the palm plane at rotation
     # 0 and towards the fingertips under the palm at full rotation.
