@@ -24,7 +24,7 @@ from rclpy.serialization import deserialize_message, serialize_message
 from sensor_msgs.msg import Imu
 
 from avi_ht_ros.io.messages import MESSAGE_NAMES, typestore
-from avi_ht_ros.msg import GloveSample, HandGroundTruth, HandPose, SyncedFrame, TimeOffset
+from avi_ht_ros.msg import GloveSample, HandGroundTruth, HandPose, PinchEvent, SyncedFrame, TimeOffset
 
 pytestmark = pytest.mark.ros
 
@@ -126,6 +126,17 @@ def make_time_offset(rng) -> TimeOffset:
     return msg
 
 
+def make_pinch_event(rng) -> PinchEvent:
+    msg = PinchEvent()
+    msg.header.stamp = _stamp(rng)
+    msg.header.frame_id = "right_robot/palm"
+    msg.handedness = PinchEvent.HAND_RIGHT
+    msg.finger = "middle"
+    msg.pinching = bool(rng.random() < 0.5)
+    msg.distance_m = float(np.float32(rng.random() * 0.05))
+    return msg
+
+
 def _field_names(msg) -> list[str]:
     if hasattr(msg, "get_fields_and_field_types"):  # rclpy message
         return list(msg.get_fields_and_field_types())
@@ -162,6 +173,7 @@ MAKERS = {
     "HandGroundTruth": (HandGroundTruth, make_ground_truth),
     "SyncedFrame": (SyncedFrame, make_synced_frame),
     "TimeOffset": (TimeOffset, make_time_offset),
+    "PinchEvent": (PinchEvent, make_pinch_event),
 }
 
 

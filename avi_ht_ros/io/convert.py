@@ -29,6 +29,7 @@ HAND_POSE = "avi_ht_ros/msg/HandPose"
 HAND_GROUND_TRUTH = "avi_ht_ros/msg/HandGroundTruth"
 SYNCED_FRAME = "avi_ht_ros/msg/SyncedFrame"
 TIME_OFFSET = "avi_ht_ros/msg/TimeOffset"
+PINCH_EVENT = "avi_ht_ros/msg/PinchEvent"
 TF_MESSAGE = "tf2_msgs/msg/TFMessage"
 JOINT_STATE = "sensor_msgs/msg/JointState"
 
@@ -285,3 +286,29 @@ def time_offset_msg(stamp_ns: int, frame_id: str, offset_s: float, confidence: f
                        confidence=float(confidence), raw_offset_s=float(raw_offset_s),
                        peak_correlation=float(peak_correlation), accepted_updates=int(accepted),
                        rejected_updates=int(rejected), online=bool(online))
+
+
+# -- joint states / robot commands ------------------------------------------------------
+def joint_state_msg(stamp_ns: int, frame_id: str, names: Sequence[str], position: np.ndarray,
+                    velocity: np.ndarray | None = None) -> Any:
+    return new_message(JOINT_STATE, header=header_msg(stamp_ns, frame_id), name=list(names),
+                       position=np.asarray(position, np.float64).reshape(-1),
+                       velocity=(np.zeros(0) if velocity is None else np.asarray(velocity, np.float64).reshape(-1)),
+                       effort=np.zeros(0))
+
+
+def joint_trajectory_msg(stamp_ns: int, frame_id: str, names: Sequence[str], position: np.ndarray,
+                         velocity: np.ndarray, time_from_start_s: float) -> Any:
+    """A one-point ``trajectory_msgs/JointTrajectory`` (what ros2_control's trajectory controller takes)."""
+    duration = new_message("builtin_interfaces/msg/Duration", sec=int(time_from_start_s),
+                           nanosec=int(round((time_from_start_s % 1.0) * 1e9)))
+    point = new_message("trajectory_msgs/msg/JointTrajectoryPoint",
+                        positions=np.asarray(position, np.float64).reshape(-1),
+                        velocities=np.asarray(velocity, np.float64).reshape(-1), time_from_start=duration)
+    return new_message("trajectory_msgs/msg/JointTrajectory", header=header_msg(stamp_ns, frame_id),
+                       joint_names=list(names), points=[point])
+
+
+def pinch_event_msg(stamp_ns: int, frame_id: str, side: str, finger: str, pinching: bool, distance_m: float) -> Any:
+    return new_message(PINCH_EVENT, header=header_msg(stamp_ns, frame_id), handedness=HANDEDNESS_OF_SIDE[side],
+                       finger=str(finger), pinching=bool(pinching), distance_m=float(distance_m))

@@ -16,7 +16,7 @@ from rosbags.typesys import Stores, get_typestore, get_types_from_msg
 from avi_ht_ros.common.paths import share_path
 
 PACKAGE = "avi_ht_ros"
-MESSAGE_NAMES = ("GloveSample", "HandPose", "HandGroundTruth", "SyncedFrame", "TimeOffset")
+MESSAGE_NAMES = ("GloveSample", "HandPose", "HandGroundTruth", "SyncedFrame", "TimeOffset", "PinchEvent")
 ROS_STORE = Stores.ROS2_KILTED
 
 

@@ -1,0 +1,150 @@
+"""Retargeting node: tracked hand poses -> safe joint commands for a dexterous robot hand.
+
+Thin wrapper over :mod:`avi_ht_ros.retarget`. Each ``hand_pose`` is retargeted
+(uncertainty-weighted by the pose's per-landmark σ) into a target; the safety
+filter, stepped by a fixed-rate control timer, turns targets into commands
+that respect position, velocity and acceleration limits, gates on the
+tracking state and holds (or opens) when tracking is lost or stale — the
+timer keeps running when poses stop, so the watchdog engages on time.
+
+Publishes (in the hand's namespace): ``robot/joint_commands`` (JointState,
+URDF joint names), ``robot/joint_states`` (for ``robot_state_publisher``),
+optionally ``robot/joint_trajectory`` (ros2_control), ``robot/pinch``
+(PinchEvent), the static TF placing the robot hand next to the human wrist
+for RViz, and ``/diagnostics``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import numpy as np
+from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.node import Node
+from scipy.spatial.transform import Rotation
+from sensor_msgs.msg import JointState
+from trajectory_msgs.msg import JointTrajectory
+
+from avi_ht_ros.common import topics
+from avi_ht_ros.common.params import param
+from avi_ht_ros.common.paths import config_path
+from avi_ht_ros.io import convert
+from avi_ht_ros.msg import HandPose, PinchEvent
+from avi_ht_ros.nodes import base
+from avi_ht_ros.nodes.tf_publisher import TfPublisher
+from avi_ht_ros.retarget.config import load_retarget_config
+from avi_ht_ros.retarget.optimizer import Retargeter, RetargetInputError
+from avi_ht_ros.retarget.safety import CommandSafetyFilter, JointLimits, PinchDetector, TrackingState
+
+
+@dataclasses.dataclass(frozen=True)
+class RetargetNodeParams:
+    side: str = param("right", "hand this node retargets", choices=topics.SIDES)
+    config: str = param("retarget_avi_hand_16dof.yaml", "retargeting config (config/ name or path): robot URDF, "
+                        "landmark-to-link mapping, solver, safety")
+    method: str = param("", "override the config's method ('' = config)", choices=("", "vector", "position",
+                                                                                     "dexpilot"))
+    use_uncertainty: bool = param(True, "weight task terms by the tracker's per-landmark sigma")
+    control_rate_hz: float = param(100.0, "command rate of the safety filter (also the watchdog tick)",
+                                   range=(10.0, 1000.0), unit="Hz")
+    publish_trajectory: bool = param(False, "also publish trajectory_msgs/JointTrajectory for ros2_control")
+    frame_prefix: str = param("", "TF prefix of the robot links ('' = '<side>_robot/')")
+    display_offset_m: tuple[float, ...] = param((0.0, -0.15, 0.0), "where the robot hand is drawn in RViz, "
+                                                "in the human wrist frame", unit="m")
+
+
+class RetargetNode(Node):
+    def __init__(self, **kwargs):
+        super().__init__("retarget", **kwargs)
+        self.params = base.declare_parameters(self, RetargetNodeParams)
+        config = load_retarget_config(config_path(self.params.config))
+        self.retargeter = Retargeter(config, self.params.method or None)
+        kinematics = self.retargeter.kinematics
+        self.joint_names = list(self.retargeter.joint_names)
+        self.limits = JointLimits.from_kinematics(kinematics, config.safety)
+        self.safety = CommandSafetyFilter(self.limits, config.safety)
+        self.pinch = PinchDetector(config.safety.pinch)
+        self.prefix = self.params.frame_prefix or f"{self.params.side}_robot/"
+        self.root_frame = self.prefix + config.wrist_link
+        self.period_s = 1.0 / self.params.control_rate_hz
+        self.poses = 0
+        self.rejected = 0
+        self.commands = 0
+        self.solve_ms: list[float] = []
+        convert.prepare(convert.HAND_POSE, convert.JOINT_STATE, convert.PINCH_EVENT,
+                        "trajectory_msgs/msg/JointTrajectory", "diagnostic_msgs/msg/DiagnosticArray")
+
+        self.command_pub = self.create_publisher(JointState, topics.ROBOT_JOINT_COMMANDS, base.RELIABLE_QOS)
+        self.state_pub = self.create_publisher(JointState, topics.ROBOT_JOINT_STATES, base.RELIABLE_QOS)
+        self.trajectory_pub = (self.create_publisher(JointTrajectory, topics.ROBOT_TRAJECTORY, base.RELIABLE_QOS)
+                               if self.params.publish_trajectory else None)
+        self.pinch_pub = self.create_publisher(PinchEvent, topics.PINCH_EVENTS, base.RELIABLE_QOS)
+        self.diag_pub = self.create_publisher(DiagnosticArray, topics.DIAGNOSTICS, base.RELIABLE_QOS)
+        self.create_subscription(HandPose, topics.HAND_POSE, self.on_hand_pose, base.RELIABLE_QOS, raw=True)
+        self.create_timer(self.period_s, self.on_control_tick)
+        self.create_timer(1.0, self.publish_diagnostics)
+        self.tf = TfPublisher(self)
+        offset = np.asarray(self.params.display_offset_m, float)
+        self.tf.send_static([convert.transform_stamped_msg(0, topics.hand_frame(self.params.side, "wrist"),
+                                                           self.root_frame, offset, [0, 0, 0, 1])])
+        self.get_logger().info(f"retargeting the {self.params.side} hand to {config.urdf_path} "
+                               f"({len(self.joint_names)} joints, {self.retargeter.method})")
+
+    @staticmethod
+    def _monotonic_s() -> float:
+        return time.monotonic()
+
+    def on_hand_pose(self, data: bytes) -> None:
+        pose = convert.hand_pose_arrays_from_msg(convert.deserialize(data, convert.HAND_POSE))
+        now = self._monotonic_s()
+        self.poses += 1
+        state = pose["tracking_state"]
+        target = None
+        if state != TrackingState.LOST:
+            started = time.perf_counter()
+            try:
+                wrist = Rotation.from_quat(pose["wrist_rotation_xyzw"]).as_matrix()
+                sigma = pose["landmark_sigma"] if self.params.use_uncertainty else None
+                target = self.retargeter.retarget(pose["landmarks"], sigma, wrist)
+            except (RetargetInputError, ValueError) as exc:
+                self.rejected += 1  # bad input: the safety filter sees an unusable target and holds
+                self.get_logger().warning(f"hand pose rejected: {exc}", throttle_duration_sec=2.0)
+            self.solve_ms.append((time.perf_counter() - started) * 1e3)
+            del self.solve_ms[:-500]
+        self.safety.update(now, target, state)
+        valid = target is not None and state != TrackingState.LOST
+        for event in self.pinch.update(now, pose["landmarks"] if valid else None, valid, pose["hand_scale"] or 1.0):
+            base.publish_serialized(self.pinch_pub, convert.pinch_event_msg(
+                pose["stamp_ns"], self.root_frame, self.params.side, event.finger, event.kind == "start",
+                event.distance))
+
+    def on_control_tick(self) -> None:
+        command = self.safety.step(self._monotonic_s())
+        stamp = base.now_ns(self)
+        base.publish_serialized(self.command_pub, convert.joint_state_msg(stamp, self.root_frame, self.joint_names,
+                                                                           command.position, command.velocity))
+        base.publish_serialized(self.state_pub, convert.joint_state_msg(stamp, self.root_frame, self.joint_names,
+                                                                         command.position, command.velocity))
+        if self.trajectory_pub is not None:
+            base.publish_serialized(self.trajectory_pub, convert.joint_trajectory_msg(
+                stamp, self.root_frame, self.joint_names, command.position, command.velocity, self.period_s))
+        self.commands += 1
+
+    def publish_diagnostics(self) -> None:
+        solve = np.array(self.solve_ms) if self.solve_ms else np.zeros(1)
+        state = self.safety.state.value
+        level = 0 if state == "tracking" else 1
+        status = base.diagnostic_status(
+            f"{self.get_name()}: {self.params.side} retargeting", self.root_frame, level, state,
+            {"poses": self.poses, "rejected_poses": self.rejected, "commands": self.commands,
+             "solve_ms_p50": f"{np.percentile(solve, 50):.2f}", "solve_ms_p99": f"{np.percentile(solve, 99):.2f}",
+             "pinch": ",".join(f for f, a in self.pinch.active.items() if a) or "none"})
+        base.publish_serialized(self.diag_pub, base.diagnostic_array(base.now_ns(self), [status]))
+
+
+def main(args=None) -> int:
+    return base.run_node(RetargetNode, args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
