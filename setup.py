@@ -15,6 +15,7 @@ CONSOLE_SCRIPTS = [
     "sync_node=avi_ht_ros.nodes.sync_node:main",
     "glove_driver_node=avi_ht_ros.nodes.glove_driver_node:main",
     "retarget_node=avi_ht_ros.nodes.retarget_node:main",
+    "fusion_node=avi_ht_ros.nodes.fusion_node:main",
 ]
 
 DATA_DIRS = ("msg", "config", "launch", "rviz", "robots", "models")

@@ -13,6 +13,7 @@ import re
 import xml.etree.ElementTree as ET
 
 import pytest
+import yaml
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 CMAKE = (ROOT / "CMakeLists.txt").read_text()
@@ -100,13 +101,21 @@ def test_cmake_installs_the_share_directories():
 
 
 def launch_nodes() -> list[tuple[pathlib.Path, dict]]:
-    """Every ``Node(package='avi_ht_ros', ...)`` call in launch/*.py with its literal keywords."""
+    """Every ``Node(package='avi_ht_ros', ...)`` call in launch/*.py with its literal keywords.
+
+    Module-level string constants (``PACKAGE = "avi_ht_ros"``) are resolved.
+    """
     found = []
     for path in sorted((ROOT / "launch").glob("*.launch.py")):
-        for node in ast.walk(ast.parse(path.read_text())):
+        tree = ast.parse(path.read_text())
+        constants = {t.id: n.value.value for n in tree.body if isinstance(n, ast.Assign)
+                     for t in n.targets if isinstance(t, ast.Name) and isinstance(n.value, ast.Constant)}
+        for node in ast.walk(tree):
             if isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", "")) == "Node":
                 kwargs = {k.arg: k.value for k in node.keywords if k.arg}
                 package = kwargs.get("package")
+                if isinstance(package, ast.Name):
+                    package = ast.Constant(constants.get(package.id))
                 if isinstance(package, ast.Constant) and package.value == "avi_ht_ros":
                     found.append((path, kwargs))
     return found
@@ -131,3 +140,77 @@ def test_generated_messages_importable_from_the_checkout():
     import avi_ht_ros.msg as generated
 
     assert hasattr(generated, "HandPose") and hasattr(generated, "SyncedFrame")
+
+
+def _literal_dicts(node_kwargs) -> list[dict]:
+    """The dict literals in a Node's ``parameters=[...]`` (keys must be string constants)."""
+    found = []
+    parameters = node_kwargs.get("parameters")
+    for element in getattr(parameters, "elts", []):
+        if isinstance(element, ast.Dict):
+            keys = []
+            for key in element.keys:
+                assert isinstance(key, ast.Constant), "parameter names in launch files must be literals"
+                keys.append(key.value)
+            found.append(keys)
+    return found
+
+
+def _config_files(node_kwargs) -> list[str]:
+    names = []
+    for element in getattr(node_kwargs.get("parameters"), "elts", []):
+        if isinstance(element, ast.Call) and getattr(element.func, "id", "") == "config":
+            names.append(element.args[0].value)
+    return names
+
+
+def test_launch_parameters_and_config_files_match_what_nodes_declare():
+    from avi_ht_ros.nodes.params_cli import declared_parameters
+
+    nodes = launch_nodes()
+    assert {kwargs["executable"].value for _, kwargs in nodes} == {
+        "camera_node", "glove_driver_node", "sync_node", "fusion_node", "retarget_node"}
+    for path, kwargs in nodes:
+        executable = kwargs["executable"].value
+        declared = declared_parameters(executable)
+        for keys in _literal_dicts(kwargs):
+            unknown = set(keys) - set(declared)
+            assert not unknown, f"{path.name}: {executable} does not declare {sorted(unknown)}"
+        files = _config_files(kwargs)
+        assert files == [f"{executable}.yaml"], f"{path.name}: {executable} should load config/{executable}.yaml"
+        document = yaml.safe_load((ROOT / "config" / files[0]).read_text())
+        in_file = document["/**"]["ros__parameters"]
+        assert set(in_file) == set(declared), f"config/{files[0]} out of date: `avi-ht params {executable} --yaml`"
+        for name, value in in_file.items():
+            default = declared[name]
+            assert type(value) is type(default) or (isinstance(default, float) and isinstance(value, int)), \
+                f"config/{files[0]}: {name} has type {type(value).__name__}, node declares {type(default).__name__}"
+
+
+def test_launch_default_files_exist():
+    text = (ROOT / "launch" / "teleop.launch.py").read_text()
+    for name in re.findall(r'"(retarget_[a-z0-9_]+\.yaml)"', text):
+        assert (ROOT / "config" / name).is_file(), name
+    for urdf in re.findall(r'"([a-z0-9_]+/[a-z0-9_]+\.urdf)"', text):
+        assert (ROOT / "robots" / urdf).is_file(), urdf
+    assert (ROOT / "rviz" / "avi_ht.rviz").is_file()
+
+
+def test_rviz_and_recording_name_only_topics_the_graph_publishes():
+    from avi_ht_ros.common import topics
+
+    published = {topics.IMAGE, topics.CAMERA_INFO, topics.TF, topics.TF_STATIC, topics.DIAGNOSTICS}
+    for side in topics.SIDES:
+        for name in (topics.GLOVE_SAMPLES, topics.SYNCED_FRAME, topics.HAND_POSE, topics.HAND_GROUND_TRUTH,
+                     topics.HAND_JOINT_STATES, topics.HAND_MARKERS, topics.ROBOT_JOINT_COMMANDS,
+                     topics.ROBOT_JOINT_STATES, topics.PINCH_EVENTS, "robot/robot_description"):
+            published.add(topics.hand_topic(side, name))
+    rviz = yaml.safe_load((ROOT / "rviz" / "avi_ht.rviz").read_text())
+    displays = rviz["Visualization Manager"]["Displays"]
+    shown = [d[key]["Value"] for d in displays for key in ("Topic", "Description Topic") if key in d]
+    assert shown and set(shown) <= published, sorted(set(shown) - published)
+    assert rviz["Visualization Manager"]["Global Options"]["Fixed Frame"] == topics.HEAD_FRAME
+    record = ast.parse((ROOT / "launch" / "record.launch.py").read_text())
+    recorded = next(ast.literal_eval(n.value) for n in ast.walk(record)
+                    if isinstance(n, ast.Assign) and getattr(n.targets[0], "id", "") == "RECORDED_TOPICS")
+    assert set(recorded) <= published and topics.TF_STATIC in recorded and topics.IMAGE in recorded

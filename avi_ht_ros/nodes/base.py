@@ -81,6 +81,11 @@ def declare_parameters(node: Node, params_cls: type, prefix: str = "") -> Any:
         raise ConfigError(f"parameters of {node.get_name()}", str(exc)) from None
 
 
+def declare_parameter_sets(node: Node, parameter_sets) -> tuple:
+    """Declare every ``(prefix, dataclass)`` of a node's ``PARAMETER_SETS``; the validated instances."""
+    return tuple(declare_parameters(node, cls, prefix) for prefix, cls in parameter_sets)
+
+
 def publish_serialized(publisher, msg: Any) -> None:
     """Publish a message built by :mod:`avi_ht_ros.io.convert` (its CDR bytes)."""
     publisher.publish(convert.serialize(msg))
@@ -146,6 +151,6 @@ def run_node(make_node: Callable[[], Node], args: list[str] | None = None, execu
 
 
 __all__ = [
-    "SENSOR_QOS", "GLOVE_QOS", "RELIABLE_GLOVE_QOS", "RELIABLE_QOS", "LATCHED_QOS", "declare_parameters", "publish_serialized", "now_ns",
+    "declare_parameter_sets", "SENSOR_QOS", "GLOVE_QOS", "RELIABLE_GLOVE_QOS", "RELIABLE_QOS", "LATCHED_QOS", "declare_parameters", "publish_serialized", "now_ns",
     "RateMeter", "diagnostic_status", "diagnostic_array", "run_node",
 ]

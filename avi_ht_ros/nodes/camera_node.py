@@ -54,6 +54,9 @@ class CameraNodeParams:
     reconnect_period_s: float = param(1.0, "retry period after a device error", range=(0.05, 60.0), unit="s")
 
 
+PARAMETER_SETS = (("", CameraNodeParams),)
+
+
 def make_source(params: CameraNodeParams) -> CameraSource:
     """The configured frame source (errors name the parameter at fault)."""
     if params.source == "device":
@@ -75,7 +78,7 @@ def make_source(params: CameraNodeParams) -> CameraSource:
 class CameraNode(Node):
     def __init__(self, **kwargs):
         super().__init__("head_camera", **kwargs)
-        self.params = base.declare_parameters(self, CameraNodeParams)
+        (self.params,) = base.declare_parameter_sets(self, PARAMETER_SETS)
         calibration = config_path(self.params.calibration_file)
         self.camera: PinholeCamera = load_camera_yaml(calibration)
         self.mount = load_camera_mount(calibration)

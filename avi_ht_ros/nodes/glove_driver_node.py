@@ -64,13 +64,14 @@ class GloveDriverParams:
     diagnostics_period_s: float = param(1.0, "period of /diagnostics", range=(0.1, 60.0), unit="s")
 
 
+PARAMETER_SETS = (("", GloveDriverParams), ("serial.", SerialLinkConfig), ("clock.", ClockMapperConfig),
+                  ("health.", HealthConfig))
+
+
 class GloveDriverNode(Node):
     def __init__(self, **kwargs):
         super().__init__("glove_driver", **kwargs)
-        self.params = base.declare_parameters(self, GloveDriverParams)
-        serial_config = base.declare_parameters(self, SerialLinkConfig, prefix="serial.")
-        clock_config = base.declare_parameters(self, ClockMapperConfig, prefix="clock.")
-        health_config = base.declare_parameters(self, HealthConfig, prefix="health.")
+        self.params, serial_config, clock_config, health_config = base.declare_parameter_sets(self, PARAMETER_SETS)
         self.glove = GloveModel.from_yaml(config_path(self.params.glove_config))
         self.frame_ids = self.glove.frame_ids(self.params.side)
         self.clock = DeviceClockMapper(clock_config)

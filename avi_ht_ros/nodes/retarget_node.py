@@ -53,10 +53,13 @@ class RetargetNodeParams:
                                                 "in the human wrist frame", unit="m")
 
 
+PARAMETER_SETS = (("", RetargetNodeParams),)
+
+
 class RetargetNode(Node):
     def __init__(self, **kwargs):
         super().__init__("retarget", **kwargs)
-        self.params = base.declare_parameters(self, RetargetNodeParams)
+        (self.params,) = base.declare_parameter_sets(self, PARAMETER_SETS)
         config = load_retarget_config(config_path(self.params.config))
         self.retargeter = Retargeter(config, self.params.method or None)
         kinematics = self.retargeter.kinematics

@@ -41,12 +41,13 @@ class SyncNodeParams:
                                         range=(0.1, 60.0), unit="s")
 
 
+PARAMETER_SETS = (("", SyncNodeParams), ("sync.", SyncConfig), ("time_offset.", TimeOffsetConfig))
+
+
 class SyncNode(Node):
     def __init__(self, **kwargs):
         super().__init__("glove_camera_sync", **kwargs)
-        self.params = base.declare_parameters(self, SyncNodeParams)
-        self.sync_config = base.declare_parameters(self, SyncConfig, prefix="sync.")
-        self.offset_config = base.declare_parameters(self, TimeOffsetConfig, prefix="time_offset.")
+        self.params, self.sync_config, self.offset_config = base.declare_parameter_sets(self, PARAMETER_SETS)
         glove = GloveModel.from_yaml(config_path(self.params.glove_config))
         self.hand_back_index = glove.site_index("hand_back")
         self.synchronizer = ImuWindowSynchronizer(

@@ -1,0 +1,194 @@
+"""Fusion inference node: SyncedFrame -> HandPose, human JointState, TF, markers, diagnostics.
+
+Thin wrapper over :class:`avi_ht_ros.tracker.tracker.HandTracker` (the same
+online tracker evaluation runs): the crop follows the previous estimate, the
+recurrent state is carried frame to frame, missing glove data degrades to
+vision-only. Optional One-Euro smoothing of the published pose.
+
+Subscribes ``synced_frame``; publishes ``hand_pose``, ``hand_joint_states``
+(the 22 human joints), TF (camera → ``<side>_wrist`` → every bone), static TF of
+the glove IMU mounts, ``hand_markers`` and ``/diagnostics`` (rate, latency,
+dropped frames, inference time).
+"""
+from __future__ import annotations
+
+import collections
+import dataclasses
+import time
+
+import numpy as np
+import torch
+from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from scipy.spatial.transform import Rotation
+from sensor_msgs.msg import JointState
+from visualization_msgs.msg import MarkerArray
+
+from avi_ht_ros.common import topics
+from avi_ht_ros.common.camera import PinholeCamera
+from avi_ht_ros.common.glove_model import GloveModel
+from avi_ht_ros.common.hand_model import JOINT_NAMES, forward_kinematics_numpy
+from avi_ht_ros.common.params import param
+from avi_ht_ros.common.paths import config_path, share_path
+from avi_ht_ros.io import convert, hand_viz
+from avi_ht_ros.models.checkpoint import load_checkpoint
+from avi_ht_ros.msg import HandPose, SyncedFrame
+from avi_ht_ros.nodes import base
+from avi_ht_ros.nodes.tf_publisher import TfPublisher
+from avi_ht_ros.tracker.one_euro import OneEuroConfig, OneEuroFilter
+from avi_ht_ros.tracker.tracker import HandTracker, TrackerConfig
+
+# The newest frame only: if inference falls behind, older frames are dropped (and counted
+# from the gaps in camera stamps) rather than queued, which would only add latency.
+LATEST_FRAME_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                              durability=DurabilityPolicy.VOLATILE)
+
+
+@dataclasses.dataclass(frozen=True)
+class FusionNodeParams:
+    side: str = param("right", "hand this node tracks", choices=topics.SIDES)
+    model_path: str = param("", "model checkpoint ('' = the shipped models/avi_ht.pt)")
+    glove_config: str = param("glove_12imu.yaml", "glove description (config/ name or path)")
+    hand_scale: float = param(1.0, "user's hand size relative to the reference hand (bone lengths)",
+                              range=(0.7, 1.3))
+    torch_threads: int = param(1, "CPU threads for inference", range=(1, 64))
+    smoothing: bool = param(True, "One-Euro smoothing of the published landmarks and joint angles")
+    publish_tf: bool = param(True, "publish TF of the wrist and every bone")
+    publish_markers: bool = param(True, "publish RViz markers (skeleton, sigma, IMU attention)")
+
+
+PARAMETER_SETS = (("", FusionNodeParams), ("tracker.", TrackerConfig), ("smoothing.", OneEuroConfig))
+
+
+class FusionNode(Node):
+    def __init__(self, **kwargs):
+        super().__init__("hand_fusion", **kwargs)
+        self.params, tracker_config, smoothing_config = base.declare_parameter_sets(self, PARAMETER_SETS)
+        torch.set_num_threads(self.params.torch_threads)
+        self.glove = GloveModel.from_yaml(config_path(self.params.glove_config))
+        model_path = self.params.model_path or str(share_path("models", "avi_ht.pt"))
+        loaded = load_checkpoint(model_path, glove=self.glove)
+        self.model_type = loaded.config.type
+        self.tracker_config = tracker_config
+        self.tracker: HandTracker | None = None
+        self._camera_info_key = None
+        self.landmark_filter = OneEuroFilter(smoothing_config)
+        self.angle_filter = OneEuroFilter(smoothing_config)
+        self.model = loaded.model
+        self.side = self.params.side
+        self.frames = 0
+        self.dropped = 0
+        self.rejected = 0
+        self.last_stamp_ns: int | None = None
+        self.latency_ms: collections.deque[float] = collections.deque(maxlen=600)
+        self.inference_ms: collections.deque[float] = collections.deque(maxlen=600)
+        self.states: collections.Counter = collections.Counter()
+        self.rate = base.RateMeter()
+        self.joint_names = [f"{self.side}_{name}" for name in JOINT_NAMES]
+        convert.prepare(convert.SYNCED_FRAME, convert.HAND_POSE, convert.JOINT_STATE, hand_viz.MARKER_ARRAY,
+                        convert.TF_MESSAGE, "diagnostic_msgs/msg/DiagnosticArray")
+
+        self.pose_pub = self.create_publisher(HandPose, topics.HAND_POSE, base.RELIABLE_QOS)
+        self.joint_pub = self.create_publisher(JointState, topics.HAND_JOINT_STATES, base.RELIABLE_QOS)
+        self.marker_pub = self.create_publisher(MarkerArray, topics.HAND_MARKERS, base.RELIABLE_QOS)
+        self.diag_pub = self.create_publisher(DiagnosticArray, topics.DIAGNOSTICS, base.RELIABLE_QOS)
+        self.tf = TfPublisher(self)
+        self.tf.send_static(hand_viz.imu_mount_transforms(self.glove, self.side, self.params.hand_scale))
+        self.create_subscription(SyncedFrame, topics.SYNCED_FRAME, self.on_synced_frame, LATEST_FRAME_QOS, raw=True)
+        self.create_timer(1.0, self.publish_diagnostics)
+        self.get_logger().info(f"{self.model_type} model {model_path} tracking the {self.side} hand")
+
+    def _tracker_for(self, info) -> HandTracker:
+        key = (int(info.width), int(info.height), tuple(np.asarray(info.k).tolist()), tuple(np.asarray(info.d).tolist()))
+        if self.tracker is None or key != self._camera_info_key:
+            camera = PinholeCamera.from_camera_info(info)
+            self.tracker = HandTracker(self.model, camera, self.glove, self.side, self.tracker_config,
+                                       hand_scale=self.params.hand_scale)
+            self._camera_info_key = key
+        return self.tracker
+
+    def on_synced_frame(self, data: bytes) -> None:
+        started = time.perf_counter()
+        msg = convert.deserialize(data, convert.SYNCED_FRAME)
+        stamp_ns = convert.stamp_ns_of(msg.header.stamp)
+        if self.last_stamp_ns is not None:
+            if stamp_ns <= self.last_stamp_ns:
+                self.rejected += 1  # out of order: never track backwards
+                return
+            gap = (stamp_ns - self.last_stamp_ns) / 1e9
+            self.dropped += max(0, int(round(gap * 60.0)) - 1)
+        self.last_stamp_ns = stamp_ns
+        try:
+            image = convert.image_from_msg(msg.image)
+            window = convert.window_arrays_from_synced_frame(msg)
+            tracker = self._tracker_for(msg.camera_info)
+        except ValueError as exc:
+            self.rejected += 1
+            self.get_logger().warning(f"rejected synced frame: {exc}", throttle_duration_sec=2.0)
+            return
+        if window["status"].shape[1] != self.glove.num_sensors:
+            window = None  # another glove's data: track vision-only rather than mis-assign sensors
+        estimate = tracker.step(stamp_ns, image, window)
+        self.inference_ms.append((time.perf_counter() - started) * 1e3)
+        self.publish_estimate(msg.header.frame_id, estimate)
+        self.latency_ms.append((base.now_ns(self) - stamp_ns) / 1e6)
+        self.frames += 1
+        self.states[estimate.tracking_state] += 1
+        self.rate.tick()
+
+    def publish_estimate(self, camera_frame: str, estimate) -> None:
+        stamp = estimate.stamp_ns
+        landmarks, angles = estimate.landmarks, estimate.joint_angles
+        if self.params.smoothing and estimate.tracking_state != HandPose.TRACKING_LOST:
+            t = stamp / 1e9
+            landmarks = self.landmark_filter(t, landmarks)
+            angles = self.angle_filter(t, angles).astype(np.float32)
+        elif estimate.tracking_state == HandPose.TRACKING_LOST:
+            self.landmark_filter.reset()
+            self.angle_filter.reset()
+        quat = Rotation.from_matrix(estimate.wrist_rotation).as_quat()
+        pose = convert.hand_pose_msg(stamp, camera_frame, self.side, estimate.tracking_state, angles,
+                                     estimate.hand_scale, estimate.wrist_translation, quat, landmarks,
+                                     estimate.sigma, estimate.imu_attention, estimate.vision_weight)
+        base.publish_serialized(self.pose_pub, pose)
+        base.publish_serialized(self.joint_pub, convert.joint_state_msg(stamp, f"{self.side}_wrist",
+                                                                        self.joint_names, angles))
+        if estimate.tracking_state == HandPose.TRACKING_LOST:
+            return
+        fk = forward_kinematics_numpy(angles, estimate.wrist_rotation, estimate.wrist_translation,
+                                      estimate.hand_scale, self.side)
+        if self.params.publish_tf:
+            self.tf.send(hand_viz.hand_transforms(stamp, self.side, camera_frame, estimate.wrist_rotation,
+                                                  estimate.wrist_translation, fk.bone_rotations, fk.bone_origins))
+        if self.params.publish_markers:
+            _, imu_positions = self.glove.sensor_poses(fk)
+            markers = hand_viz.hand_markers(stamp, camera_frame, self.side, landmarks, estimate.sigma, imu_positions,
+                                            estimate.imu_attention, estimate.vision_weight)
+            base.publish_serialized(self.marker_pub, markers)
+
+    def publish_diagnostics(self) -> None:
+        latency = np.array(self.latency_ms) if self.latency_ms else np.zeros(1)
+        inference = np.array(self.inference_ms) if self.inference_ms else np.zeros(1)
+        names = {HandPose.TRACKING_LOST: "lost", HandPose.TRACKING_OK: "ok", HandPose.TRACKING_VISION_ONLY:
+                 "vision_only", HandPose.TRACKING_IMU_ONLY: "imu_only", HandPose.TRACKING_DEGRADED: "degraded"}
+        values = {"model": self.model_type, "frames": self.frames, "rate_hz": f"{self.rate.rate():.1f}",
+                  "dropped_frames": self.dropped, "rejected_frames": self.rejected,
+                  "latency_ms_p50": f"{np.percentile(latency, 50):.2f}",
+                  "latency_ms_p99": f"{np.percentile(latency, 99):.2f}",
+                  "inference_ms_p50": f"{np.percentile(inference, 50):.2f}",
+                  "inference_ms_p99": f"{np.percentile(inference, 99):.2f}"}
+        values.update({f"state.{names[k]}": v for k, v in self.states.items()})
+        level = 0 if self.frames and self.dropped == 0 else 1
+        status = base.diagnostic_status(f"{self.get_name()}: {self.side} hand fusion", f"{self.side}_wrist", level,
+                                        "ok" if level == 0 else (f"{self.dropped} frames dropped" if self.frames
+                                                                 else "no frames yet"), values)
+        base.publish_serialized(self.diag_pub, base.diagnostic_array(base.now_ns(self), [status]))
+
+
+def main(args=None) -> int:
+    return base.run_node(FusionNode, args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
