@@ -214,3 +214,12 @@ def test_rviz_and_recording_name_only_topics_the_graph_publishes():
     recorded = next(ast.literal_eval(n.value) for n in ast.walk(record)
                     if isinstance(n, ast.Assign) and getattr(n.targets[0], "id", "") == "RECORDED_TOPICS")
     assert set(recorded) <= published and topics.TF_STATIC in recorded and topics.IMAGE in recorded
+
+
+def test_readme_documents_every_node_parameter():
+    from avi_ht_ros.nodes.params_cli import NODE_MODULES, declared_parameters
+
+    readme = (ROOT / "README.md").read_text()
+    for executable in NODE_MODULES:
+        missing = [name for name in declared_parameters(executable) if f"`{name}`" not in readme]
+        assert not missing, f"README lacks {executable} parameters {missing}: paste `avi-ht params`"
