@@ -17,3 +17,6 @@ class ConfigError(AviHtError):
         super().__init__(f"{where}: {problem}")
         self.where = where
         self.problem = problem
+
+    def __reduce__(self):  # picklable, so it crosses process boundaries (multiprocessing workers)
+        return (type(self), (self.where, self.problem))
