@@ -40,6 +40,7 @@ CLEAN = RenderConfig(  # no noise, no tone curve, no vignetting/blur: pixel valu
     background=False, gamma_range=(1.0, 1.0), exposure_range=(1.0, 1.0), read_noise_dn_range=(0.0, 0.0),
     shot_noise_gain_range=(0.0, 0.0), vignetting_range=(0.0, 0.0), optical_blur_sigma_px=0.0,
     ambient_range=(0.2, 0.2), light_range=(0.6, 0.6), hand_albedo_range=(0.5, 0.5),
+    light_reference_distance_m=0.3,
 )
 
 

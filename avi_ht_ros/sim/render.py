@@ -266,7 +266,11 @@ class RenderConfig:
     hand_texture_amplitude: float = 0.08  # fabric weave contrast
     hand_texture_period_m: float = 0.003
     light_offset_m: tuple[float, float, float] = (0.0, 0.0, 0.0)  # illuminator w.r.t. the camera
-    light_reference_distance_m: float = 0.3  # inverse-square falloff == 1 here
+    # Headset IR illuminators light a hand at arm's length (0.35-0.55 m) brightly while the
+    # room (1-3 m away) receives a fraction of that: falloff == 1 at this distance, and the
+    # background's radiance is scaled by background_gain_range.
+    light_reference_distance_m: float = 0.45
+    background_gain_range: tuple[float, float] = (0.35, 0.7)
     max_falloff_gain: float = 3.0
     optical_blur_sigma_px: float = 0.6  # 0 disables
     near_m: float = 0.02
@@ -666,7 +670,8 @@ class HandRenderer:
             background = render_background(self.camera, rng, self.config.background_clutter)
         else:
             background = np.zeros((self.camera.height, self.camera.width), np.float32)
-        self._background = (background * self._vignette).astype(np.float32)
+        gain = float(rng.uniform(*self.config.background_gain_range))
+        self._background = (background * gain * self._vignette).astype(np.float32)
         gamma = self.appearance.gamma
         self._tone_lut = np.clip(255.0 * (np.arange(256) / 255.0) ** gamma + 0.5, 0, 255).astype(np.uint8)
         self._frame_counter = 0
