@@ -91,6 +91,6 @@ def test_refuses_a_pickle_payload_model(rclpy_context, tmp_path):
             return (print, ("pwned",))
 
     bad = tmp_path / "evil.pt"
-    bad.write_bytes(pickle.dumps({"state_dict": Payload()}))
+    bad.write_bytes(pickle.dumps({"state_dict": Payload()}, protocol=2))
     with pytest.raises(AviHtError, match="evil.pt"):
         FusionNode(context=rclpy_context, parameter_overrides=[Parameter("model_path", value=str(bad))])
