@@ -223,3 +223,16 @@ def test_readme_documents_every_node_parameter():
     for executable in NODE_MODULES:
         missing = [name for name in declared_parameters(executable) if f"`{name}`" not in readme]
         assert not missing, f"README lacks {executable} parameters {missing}: paste `avi-ht params`"
+
+
+def test_wheel_mode_graph_runner_starts_what_the_launch_files_start():
+    """avi_ht_ros.graph (demo/bench/integration without ros2 launch) mirrors sim/teleop.launch.py."""
+    from avi_ht_ros.graph import sim_graph
+    from avi_ht_ros.nodes.params_cli import declared_parameters
+
+    specs = sim_graph("/nonexistent/bag", "right")
+    launched = {(kwargs["executable"].value, kwargs["name"].value) for _, kwargs in launch_nodes()}
+    assert {(s.executable, s.name) for s in specs} == launched
+    for spec in specs:
+        unknown = {k for k, _ in spec.parameters} - set(declared_parameters(spec.executable))
+        assert not unknown, f"graph.sim_graph passes undeclared {spec.executable} parameters {unknown}"

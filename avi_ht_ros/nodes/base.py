@@ -131,13 +131,17 @@ def diagnostic_array(stamp_ns: int, statuses: list[Any]) -> Any:
                                header=convert.header_msg(stamp_ns, ""), status=statuses)
 
 
-def run_node(make_node: Callable[[], Node], args: list[str] | None = None, executor=None) -> int:
-    """``main()`` body shared by every node: init, spin, clean shutdown, clear errors."""
+def run_node(make_node: Callable[[], Node], args: list[str] | None = None,
+             make_executor: Callable[[], Any] | None = None) -> int:
+    """``main()`` body shared by every node: init, spin, clean shutdown, clear errors.
+
+    ``make_executor`` (default: rclpy's single-threaded one) is called after ``rclpy.init``.
+    """
     rclpy.init(args=args)
     node = None
     try:
         node = make_node()
-        rclpy.spin(node, executor=executor)
+        rclpy.spin(node, executor=make_executor() if make_executor is not None else None)
         return 0
     except (KeyboardInterrupt, ExternalShutdownException):
         return 0

@@ -202,7 +202,7 @@ class GloveDriverNode(Node):
 
 def main(args=None) -> int:
     # the calibration service blocks while frames keep flowing: two executor threads
-    return base.run_node(GloveDriverNode, args, executor=MultiThreadedExecutor(num_threads=2))
+    return base.run_node(GloveDriverNode, args, make_executor=lambda: MultiThreadedExecutor(num_threads=2))
 
 
 if __name__ == "__main__":
