@@ -370,9 +370,8 @@ def format_benchmark_table(result: dict) -> str:
     return "\n".join(rows)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``avi-ht bench retarget`` entry point."""
-    parser = argparse.ArgumentParser(prog="avi-ht bench retarget", description=__doc__.splitlines()[0])
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``avi-ht bench retarget``."""
     parser.add_argument("--config", default=str(DEFAULT_CONFIG), help="retargeting YAML (default: %(default)s)")
     parser.add_argument("--duration", type=float, default=10.0, help="trajectory length, s")
     parser.add_argument("--rate", type=float, default=60.0, help="frame rate, Hz")
@@ -381,11 +380,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-dex", action="store_true", help="skip dex-retargeting")
     parser.add_argument("--no-occlusion", action="store_true", help="skip the occluded-fingertip rows")
     parser.add_argument("--no-progress", action="store_true")
-    args = parser.parse_args(argv)
+
+
+def run(args: argparse.Namespace) -> int:
+    """``avi-ht bench retarget``: prints the comparison table."""
     run_retarget_benchmark(args.config, args.duration, args.rate, args.seed, args.repeats,
                            dex=() if args.no_dex else ("vector", "dexpilot"), occlusion=not args.no_occlusion,
                            progress=not args.no_progress)
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="avi-ht bench retarget", description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
 
 
 if __name__ == "__main__":
