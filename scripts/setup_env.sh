@@ -70,6 +70,7 @@ if [ "$MODE" = wheels ]; then
   BASE_PATHS+=("$ROOT/tools/ros_standins")
 fi
 log "colcon build"
+mkdir -p log
 colcon --log-base log build --symlink-install --base-paths "${BASE_PATHS[@]}" \
   --build-base build --install-base install \
   --cmake-args -DPython3_EXECUTABLE="$VENV/bin/python" -DBUILD_TESTING=OFF >log/colcon-build.txt 2>&1 \
