@@ -344,3 +344,153 @@ def test_cli_end_to_end_with_jobs_and_strip(tmp_path, capsys):
     assert main(argv) == 2                                                 # refuses to overwrite
     assert "refusing to overwrite" in capsys.readouterr().err
     assert not any(p.name.startswith(".") for p in out.iterdir())          # no partial bags left
+
+
+# ----------------------------------------------------------------------------- second camera
+SECOND_CAMERA = "camera_sim_2.yaml"
+IMAGE_2_TOPIC, INFO_2_TOPIC = topics.IMAGE_2, topics.CAMERA_INFO_2
+TRUTH_2_TOPIC = topics.hand_topic("right", topics.HAND_GROUND_TRUTH_2)
+
+
+@pytest.fixture(scope="module")
+def two_cameras(tmp_path_factory):
+    """A 1 s right-hand sequence at 60 Hz seen by both headset cameras, in memory and as a bag."""
+    config = WorldConfig(duration_s=1.0, occluder_rate_per_min=40.0, second_camera_config=SECOND_CAMERA, **SMALL)
+    simulator = SequenceSimulator(config, 12)
+    sequence = simulator.run()
+    path = tmp_path_factory.mktemp("bags") / "seq_12"
+    write_sequence_bag(sequence, path)
+    messages: dict[str, list] = {}
+    for message in read_messages(path):
+        messages.setdefault(message.topic, []).append(message)
+    return simulator, sequence, path, messages
+
+
+def _transform(message) -> np.ndarray:
+    """4x4 parent_from_child of a TransformStamped."""
+    out = np.eye(4)
+    out[:3, :3] = Rotation.from_quat(convert.xyzw_of(message.transform.rotation)).as_matrix()
+    out[:3, 3] = convert.xyz_of(message.transform.translation)
+    return out
+
+
+def test_second_camera_adds_its_topics_at_60hz_with_the_first_cameras_stamps(two_cameras):
+    _, sequence, path, messages = two_cameras
+    listed = bag_topics(path)
+    frames = sequence.num_frames
+    assert set(listed) == {IMAGE_TOPIC, INFO_TOPIC, GLOVE_TOPIC, TRUTH_TOPIC, topics.TF, topics.TF_STATIC,
+                           SIM_CONFIG_TOPIC, IMAGE_2_TOPIC, INFO_2_TOPIC, TRUTH_2_TOPIC}
+    assert listed[IMAGE_2_TOPIC] == (convert.IMAGE, frames) and listed[INFO_2_TOPIC] == (convert.CAMERA_INFO, frames)
+    assert listed[TRUTH_2_TOPIC] == (convert.HAND_GROUND_TRUTH, frames)
+    first = np.array([convert.stamp_ns_of(m.msg.header.stamp) for m in messages[IMAGE_TOPIC]], np.int64)
+    for topic in (IMAGE_2_TOPIC, INFO_2_TOPIC, TRUTH_2_TOPIC):
+        stamps = np.array([convert.stamp_ns_of(m.msg.header.stamp) for m in messages[topic]], np.int64)
+        assert np.array_equal(stamps, first), topic                       # hardware-synchronized
+        assert np.array_equal(stamps, [m.log_time_ns for m in messages[topic]]), topic
+        assert (stamps.size - 1) / ((stamps[-1] - stamps[0]) * 1e-9) == pytest.approx(60.0, rel=0.01), topic
+        assert all(m.msg.header.frame_id == topics.CAMERA_2_OPTICAL_FRAME for m in messages[topic]), topic
+    image, info = messages[IMAGE_2_TOPIC][0].msg, messages[INFO_2_TOPIC][0].msg
+    assert image.encoding == "mono8" and (image.width, image.height) == (info.width, info.height) == (160, 120)
+    assert np.allclose(np.asarray(info.k).reshape(3, 3), sequence.camera_2.K)
+    assert not np.allclose(sequence.camera_2.K, sequence.camera.K)      # its own calibration
+    assert np.array_equal(convert.image_from_msg(image), sequence.images_2[0])
+    doc = yaml.safe_load(messages[SIM_CONFIG_TOPIC][0].msg.data)
+    assert doc["world"]["second_camera_config"] == SECOND_CAMERA
+
+
+def test_second_camera_static_tf_matches_its_mount_and_the_ground_truth(two_cameras):
+    from avi_ht_ros.common.camera import load_camera_mount
+    from avi_ht_ros.common.paths import config_path
+
+    _, sequence, _, messages = two_cameras
+    mount = load_camera_mount(config_path(SECOND_CAMERA))
+    assert (mount.parent_frame, mount.child_frame, mount.optical_frame) == (
+        topics.HEAD_FRAME, topics.CAMERA_2_FRAME, topics.CAMERA_2_OPTICAL_FRAME)
+    static = {t.child_frame_id: t for t in messages[topics.TF_STATIC][0].msg.transforms}
+    body, optical = static[topics.CAMERA_2_FRAME], static[topics.CAMERA_2_OPTICAL_FRAME]
+    assert (body.header.frame_id, optical.header.frame_id) == (topics.HEAD_FRAME, topics.CAMERA_2_FRAME)
+    assert np.allclose(_transform(body), mount.parent_from_body(), atol=1e-9)
+    head_from_optical_2 = _transform(body) @ _transform(optical)
+    assert np.allclose(head_from_optical_2, mount.parent_from_optical(), atol=1e-9)
+    head_from_optical = _transform(static[topics.CAMERA_FRAME]) @ _transform(static[topics.CAMERA_OPTICAL_FRAME])
+    camera_2_from_camera = np.linalg.inv(head_from_optical_2) @ head_from_optical
+    assert np.allclose(camera_2_from_camera, sequence.camera_2_from_camera, atol=1e-9)
+    # the TF chain carries the first view's truth into the second's
+    for k in (0, sequence.num_frames - 1):
+        truth = convert.hand_pose_arrays_from_msg(messages[TRUTH_TOPIC][k].msg.pose)
+        truth_2 = convert.hand_pose_arrays_from_msg(messages[TRUTH_2_TOPIC][k].msg.pose)
+        assert truth_2["frame_id"] == topics.CAMERA_2_OPTICAL_FRAME
+        moved = truth["landmarks"] @ camera_2_from_camera[:3, :3].T + camera_2_from_camera[:3, 3]
+        assert np.abs(moved - truth_2["landmarks"]).max() < 1e-5
+        rotation = Rotation.from_quat(truth["wrist_rotation_xyzw"]).as_matrix()
+        rotation_2 = Rotation.from_quat(truth_2["wrist_rotation_xyzw"]).as_matrix()
+        assert np.allclose(camera_2_from_camera[:3, :3] @ rotation, rotation_2, atol=1e-6)
+    # world -> second optical frame = head pose x mount
+    optical_2 = mount.parent_from_optical()
+    assert np.allclose(sequence.camera_2_rotation, sequence.head_rotation @ optical_2[:3, :3])
+
+
+def test_landmarks_project_into_the_second_view_where_its_ground_truth_says(two_cameras):
+    simulator, sequence, _, messages = two_cameras
+    k_matrix = np.asarray(messages[INFO_2_TOPIC][0].msg.k).reshape(3, 3)
+    on_hand = visible_count = 0
+    for k in range(0, sequence.num_frames, 5):
+        truth = messages[TRUTH_2_TOPIC][k].msg
+        image, results = simulator.render_view(k, 1)
+        assert np.array_equal(image, convert.image_from_msg(messages[IMAGE_2_TOPIC][k].msg))
+        mask = cv2.dilate(results["right"].hand_mask.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
+        landmarks = convert.hand_pose_arrays_from_msg(truth.pose)["landmarks"]
+        projected = landmarks @ k_matrix.T
+        uv = projected[:, :2] / projected[:, 2:]
+        visible = np.asarray(truth.landmark_visibility) > 0.5
+        assert np.array_equal(visible, sequence.hands["right"].visibility_2[k])
+        assert truth.occlusion_ratio == pytest.approx(1.0 - visible.mean(), abs=1e-6)
+        for u, v in uv[visible]:
+            visible_count += 1
+            on_hand += bool(mask[int(round(v)), int(round(u))])
+    assert visible_count > 20
+    assert on_hand / visible_count > 0.95
+    # the views differ: another pose in the image and its own visibility
+    hand = sequence.hands["right"]
+    assert not np.allclose(hand.landmarks, hand.landmarks_2)
+    assert not np.array_equal(sequence.images, sequence.images_2)
+
+
+def test_second_camera_is_deterministic_and_leaves_the_first_view_as_it_was():
+    config = WorldConfig(duration_s=1.0, camera_rate_hz=10.0, second_camera_config=SECOND_CAMERA, **SMALL)
+    first, again = simulate_sequence(config, 5), simulate_sequence(config, 5)
+    other = simulate_sequence(config, 6)
+    single = simulate_sequence(config.replace(second_camera_config=""), 5)
+    assert np.array_equal(first.images_2, again.images_2)
+    assert np.array_equal(first.hands["right"].visibility_2, again.hands["right"].visibility_2)
+    assert not np.array_equal(first.images_2, other.images_2)
+    # the first camera's images and truth do not depend on whether a second camera exists
+    assert np.array_equal(first.images, single.images)
+    for name in ("landmarks", "visibility", "landmark_occlusion", "occlusion_ratio"):
+        assert np.array_equal(getattr(first.hands["right"], name), getattr(single.hands["right"], name)), name
+    assert single.images_2 is None and single.camera_2 is None and single.hands["right"].landmarks_2 is None
+    with pytest.raises(ConfigError, match="head_camera_2"):      # the first camera's file has its frames
+        SequenceSimulator(config.replace(second_camera_config="camera_sim.yaml"), 0)
+
+
+def test_cli_second_camera_flag(tmp_path, capsys):
+    import argparse
+
+    from avi_ht_ros.cli import main
+    from avi_ht_ros.sim import cli as sim_cli
+
+    parser = argparse.ArgumentParser()
+    sim_cli.add_arguments(parser)
+    assert sim_cli._world_config(parser.parse_args(["--out", "x"])).second_camera_config == ""
+    assert sim_cli._world_config(parser.parse_args(["--out", "x", "--second-camera"])).second_camera_config \
+        == SECOND_CAMERA
+    assert sim_cli._world_config(parser.parse_args(["--out", "x", "--second-camera", "mine.yaml"])) \
+        .second_camera_config == "mine.yaml"
+    world = tmp_path / "world.yaml"
+    world.write_text("image_scale: 0.2\ncamera_rate_hz: 20.0\n")
+    out = tmp_path / "sim"
+    assert main(["simulate", "--out", str(out), "--duration", "1", "--config", str(world), "--second-camera",
+                 "--no-progress"]) == 0
+    assert "camera 2:" in capsys.readouterr().out
+    listed = bag_topics(out / "seq_0")
+    assert listed[IMAGE_TOPIC] == listed[IMAGE_2_TOPIC] == (convert.IMAGE, 20)

@@ -11,12 +11,18 @@ SIDES = ("left", "right")
 CAMERA_NAMESPACE = "/head_camera"
 IMAGE = f"{CAMERA_NAMESPACE}/image_raw"            # sensor_msgs/Image, mono8
 CAMERA_INFO = f"{CAMERA_NAMESPACE}/camera_info"    # sensor_msgs/CameraInfo
+# optional second headset camera (simulator: WorldConfig.second_camera_config), synchronized
+# with the first: same stamps
+CAMERA_2_NAMESPACE = "/head_camera_2"
+IMAGE_2 = f"{CAMERA_2_NAMESPACE}/image_raw"        # sensor_msgs/Image, mono8
+CAMERA_INFO_2 = f"{CAMERA_2_NAMESPACE}/camera_info"  # sensor_msgs/CameraInfo
 
 # per hand, relative to /<side>
 GLOVE_SAMPLES = "glove/samples"                    # avi_ht_ros/GloveSample, 200 Hz
 SYNCED_FRAME = "synced_frame"                      # avi_ht_ros/SyncedFrame, one per camera frame
 HAND_POSE = "hand_pose"                            # avi_ht_ros/HandPose
 HAND_GROUND_TRUTH = "hand_ground_truth"            # avi_ht_ros/HandGroundTruth (simulator/mocap)
+HAND_GROUND_TRUTH_2 = "hand_ground_truth_2"        # the same, in the second camera's optical frame
 HAND_JOINT_STATES = "hand_joint_states"            # sensor_msgs/JointState, 22 human joints
 HAND_MARKERS = "hand_markers"                      # visualization_msgs/MarkerArray
 TIME_OFFSET = "glove/time_offset"                  # camera-glove offset estimate
@@ -34,6 +40,8 @@ WORLD_FRAME = "world"
 HEAD_FRAME = "head"
 CAMERA_FRAME = "head_camera"
 CAMERA_OPTICAL_FRAME = "head_camera_optical_frame"
+CAMERA_2_FRAME = "head_camera_2"
+CAMERA_2_OPTICAL_FRAME = "head_camera_2_optical_frame"
 
 
 def hand_topic(side: str, name: str) -> str:

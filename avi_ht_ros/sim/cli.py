@@ -4,7 +4,8 @@ Sequence ``i`` uses seed ``K + i`` and goes to ``DIR/seq_<K+i>/`` (a rosbag2 dir
 every topic the live nodes use, see docs/SIMULATION.md). Existing bags are never
 overwritten: the command refuses to start if any target exists. ``--jobs N`` simulates N
 sequences in parallel (``spawn`` processes); ``--strip PNG`` writes a picture strip of the
-first sequence's most occluded phase with occluded landmarks marked.
+first sequence's most occluded phase with occluded landmarks marked (first camera);
+``--second-camera [FILE]`` adds a second, synchronized headset camera.
 """
 from __future__ import annotations
 
@@ -20,6 +21,8 @@ from avi_ht_ros.common.errors import AviHtError, ConfigError
 from avi_ht_ros.io.bag import BagError
 
 _SIDE_CHOICES = {"right": ("right",), "left": ("left",), "both": ("left", "right")}
+#: ``--second-camera`` without a file: the shipped second headset camera.
+SECOND_CAMERA_FILE = "camera_sim_2.yaml"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -37,6 +40,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="dead IMUs: site names or indices, optionally SITE@onset_s")
     parser.add_argument("--sides", choices=tuple(_SIDE_CHOICES), default=None, help="gloved hands (default: config)")
     parser.add_argument("--image-scale", type=float, default=None, help="camera resize factor (default: config)")
+    parser.add_argument("--second-camera", nargs="?", const=SECOND_CAMERA_FILE, default=None, metavar="FILE",
+                        help="also render a second headset camera (/head_camera_2/*) from this calibration + "
+                             f"mount YAML (config/ name or path; FILE omitted: {SECOND_CAMERA_FILE})")
     parser.add_argument("--storage", choices=("mcap", "sqlite3"), default="mcap", help="rosbag2 storage plugin")
     parser.add_argument("--jobs", type=int, default=1, help="sequences simulated in parallel (processes)")
     parser.add_argument("--strip", default=None, metavar="PNG",
@@ -63,6 +69,8 @@ def _world_config(args: argparse.Namespace):
         overrides["sides"] = _SIDE_CHOICES[args.sides]
     if args.image_scale is not None:
         overrides["image_scale"] = float(args.image_scale)
+    if args.second_camera is not None:
+        overrides["second_camera_config"] = str(args.second_camera)
     return config.replace(**overrides) if overrides else config
 
 
@@ -177,8 +185,10 @@ def run(args: argparse.Namespace) -> int:
     frames = sum(r["frames"] for r in done)
     size = sum(_directory_bytes(pathlib.Path(r["path"])) for r in done)
     for r in done:
-        occlusion = ", ".join(f"{key.split('_')[0]} occlusion {value:.2f}" for key, value in r.items()
-                              if key.endswith("_mean_occlusion"))
+        occlusion = ", ".join(
+            f"{key.split('_')[0]} occlusion {value:.2f}"
+            + (f" (camera 2: {r[key + '_2']:.2f})" if key + "_2" in r else "")
+            for key, value in r.items() if key.endswith("_mean_occlusion"))
         print(f"{r['path']}: seed {r['seed']}, {r['frames']} frames, {r['occluder_phases']} occluder phases, "
               f"{occlusion}, {r['seconds']:.1f} s")
     if strip_path and done and "strip_frames" in done[0]:

@@ -148,7 +148,7 @@ class MotionConfig:
 
     control_interval_s: float = param(0.03, "spacing of the B-spline control points", range=(0.005, 0.2), unit="s")
     spline_degree: int = param(7, "B-spline degree (odd); 7 makes every trajectory C6", choices=(3, 5, 7))
-    evaluation_margin_s: float = param(0.5, "trajectories extend this far beyond [0, duration] (derivative "
+    evaluation_margin_s: float = param(1.0, "trajectories extend this far beyond [0, duration] (derivative "
                                             "stencils, clock offsets)", range=(0.0, 5.0), unit="s")
     table_height_m: float = param(0.74, "height of the table top", range=(0.3, 1.2), unit="m")
     head_position_m: tuple[float, ...] = param((0.0, 0.0, 1.22), "mean head-frame origin of the seated "

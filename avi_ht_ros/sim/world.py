@@ -1,4 +1,4 @@
-"""The synthetic world: one headset camera, one or two gloved hands, objects -> rosbag2.
+"""The synthetic world: one headset camera (optionally two), one or two gloved hands, objects -> rosbag2.
 
 :func:`simulate_sequence` ties the simulator's pieces into one sequence, and
 :func:`write_sequence_bag` writes it with exactly the topics, types and frames the live
@@ -12,7 +12,9 @@ nodes use (docs/SIMULATION.md has the full description):
 * images and visibility ground truth -- :class:`avi_ht_ros.sim.render.HandRenderer`, with
   the table objects (held ones follow the hand), optionally the table top, *occluders*
   (objects passing between the camera and the hand, the occlusion-level control) and,
-  with two hands, the other hand.
+  with two hands, the other hand;
+* optionally a second headset camera (``second_camera_config``): the same scene rendered
+  from a second mount on the head at the same instants, with its own per-view ground truth.
 
 Clocks: the camera stamps frames with the true (simulation) time ``start_time_s + t``.
 The glove samples on its device clock (``device = offset + (1 + drift) t``); its
@@ -121,9 +123,9 @@ _IMU_STREAM = {"right": 3, "left": 4}
 _OCCLUDER_STREAM = 5
 _SCENE_STREAM = 6
 _HEAD_STREAM = 7
-_RENDER_STREAM = 8
+_RENDER_STREAM = 8            # view 0: [seed, 8]; the second camera: [seed, 8, 1]
 
-_GLOVE_LEAD_S = 0.25           # glove samples start this long before the first frame (and end after the last)
+_GLOVE_LEAD_S = 0.5            # glove samples start this long before the first frame (and end after the last)
 _OCCLUDER_CLEARANCE_M = 0.02   # occluder surface stays this far in front of the nearest hand point
 _OCCLUDER_NEAR_M = 0.08        # ... and this far beyond the camera
 _SHOULDER_RIGHT = np.array([-0.04, -0.19, 1.0])   # world, seated user (as the motion scripts assume)
@@ -156,6 +158,9 @@ class WorldConfig:
     two_hand_separation_m: float = param(0.06, "with two hands: each hand's workspace is moved this far away from "
                                                "the body midline", range=(0.0, 0.3), unit="m")
     camera_config: str = param("camera_sim.yaml", "camera calibration + head mount (config/ name or path)")
+    second_camera_config: str = param("", "second headset camera, calibration + head mount (config/ name or "
+                                          "path, e.g. camera_sim_2.yaml), rendered at the first camera's "
+                                          "instants; empty = one camera")
     camera_rate_hz: float = param(60.0, "camera frame rate", range=(1.0, 240.0), unit="Hz")
     image_scale: float = param(1.0, "resizes the camera (image size and intrinsics) by this factor",
                                range=(0.1, 2.0))
@@ -289,6 +294,21 @@ def _dead_sensor_onsets(entries: Sequence[str], glove: GloveModel) -> dict[int, 
     return onsets
 
 
+def _load_head_camera(name: str, frames: tuple[str, str, str], image_scale: float
+                      ) -> tuple[PinholeCamera, CameraMount]:
+    """A camera YAML (``config/`` name or path) -> (camera resized by ``image_scale``, mount).
+
+    The mount's (parent, body, optical) frames must be ``frames``: the frames the nodes use.
+    """
+    camera_file = config_path(name)
+    camera = _scaled_camera(load_camera_yaml(camera_file), image_scale)
+    mount = load_camera_mount(camera_file)
+    names = (mount.parent_frame, mount.child_frame, mount.optical_frame)
+    if names != frames:
+        raise ConfigError(str(camera_file), f"mount: frames {names} must be {frames} (the frames the nodes use)")
+    return camera, mount
+
+
 def _scaled_camera(camera: PinholeCamera, factor: float) -> PinholeCamera:
     """The camera resampled by ``factor`` (pixel-centre convention: u' + 0.5 = s (u + 0.5))."""
     if factor == 1.0:
@@ -353,6 +373,10 @@ class HandTruth:
     ``landmark_occlusion [F,21]`` int8 (render.VISIBLE / OUT_OF_VIEW / OCCLUDED_SELF /
     OCCLUDED_OBJECT), ``occlusion_ratio [F]``, ``object_pixel_occlusion_ratio [F]``;
     ``rendered [F]`` says which frames have them.
+
+    With a second camera, the ``*_2`` fields hold the same truth for that view
+    (``head_camera_2_optical_frame``; visibility from that view's own render pass, recorded
+    together with the first view's); without one they are None.
     """
 
     side: str
@@ -367,11 +391,23 @@ class HandTruth:
     occlusion_ratio: np.ndarray
     object_pixel_occlusion_ratio: np.ndarray
     rendered: np.ndarray
+    wrist_rotation_2: np.ndarray | None = None
+    wrist_position_2: np.ndarray | None = None
+    landmarks_2: np.ndarray | None = None
+    visibility_2: np.ndarray | None = None
+    landmark_occlusion_2: np.ndarray | None = None
+    occlusion_ratio_2: np.ndarray | None = None
+    object_pixel_occlusion_ratio_2: np.ndarray | None = None
 
     @functools.cached_property
     def wrist_quaternion_xyzw(self) -> np.ndarray:
         """``[F, 4]`` wrist orientation in the optical frame."""
         return Rotation.from_matrix(self.wrist_rotation).as_quat()
+
+    @functools.cached_property
+    def wrist_quaternion_xyzw_2(self) -> np.ndarray | None:
+        """``[F, 4]`` wrist orientation in the second camera's optical frame (None without it)."""
+        return None if self.wrist_rotation_2 is None else Rotation.from_matrix(self.wrist_rotation_2).as_quat()
 
 
 @dataclass(frozen=True, eq=False)
@@ -411,6 +447,12 @@ class SimSequence:
     Frame k is at true time ``frame_times_s[k]`` (s after the first frame) and camera stamp
     ``camera_stamps_ns[k]``. Head and camera poses are in the world frame
     (``head_*``: head -> world; ``camera_*``: head_camera_optical_frame -> world).
+
+    With a second camera (``config.second_camera_config``): ``camera_2``, ``camera_mount_2``,
+    ``images_2 [F, H2, W2]`` (same frame instants and stamps), ``camera_2_rotation`` /
+    ``camera_2_translation`` (head_camera_2_optical_frame -> world) and
+    ``camera_2_from_camera`` (4x4, first optical frame -> second optical frame); all None
+    without one.
     """
 
     config: WorldConfig
@@ -429,6 +471,12 @@ class SimSequence:
     gloves: dict[str, GloveStream]
     occluders: tuple[OccluderPhase, ...]
     hand_scales: dict[str, float]
+    camera_2: PinholeCamera | None = None
+    camera_mount_2: CameraMount | None = None
+    images_2: np.ndarray | None = None
+    camera_2_rotation: np.ndarray | None = None
+    camera_2_translation: np.ndarray | None = None
+    camera_2_from_camera: np.ndarray | None = None
 
     @property
     def num_frames(self) -> int:
@@ -438,6 +486,10 @@ class SimSequence:
     def sides(self) -> tuple[str, ...]:
         return tuple(self.hands)
 
+    @property
+    def has_second_camera(self) -> bool:
+        return self.camera_2 is not None
+
     def summary(self) -> dict[str, Any]:
         """Counts and occlusion statistics (what ``avi-ht simulate`` prints)."""
         out: dict[str, Any] = {"seed": self.seed, "frames": self.num_frames, "duration_s": self.config.duration_s,
@@ -445,6 +497,9 @@ class SimSequence:
         for side, hand in self.hands.items():
             rendered = hand.rendered
             out[f"{side}_mean_occlusion"] = float(hand.occlusion_ratio[rendered].mean()) if rendered.any() else math.nan
+            if hand.occlusion_ratio_2 is not None:
+                out[f"{side}_mean_occlusion_2"] = (float(hand.occlusion_ratio_2[rendered].mean()) if rendered.any()
+                                                   else math.nan)
             out[f"{side}_activities"] = sorted(set(hand.activity.tolist()))
         for side, glove in self.gloves.items():
             out[f"{side}_glove_samples"] = glove.num_samples
@@ -453,11 +508,16 @@ class SimSequence:
 
 @dataclass(frozen=True, eq=False)
 class FrameRender:
-    """One rendered frame: the image (all hands) and each hand's render pass."""
+    """One rendered frame: the image (all hands) and each hand's render pass.
+
+    With a second camera, ``image_2`` / ``results_2`` are the same for its view (else None).
+    """
 
     index: int
     image: np.ndarray
     results: dict[str, RenderResult]
+    image_2: np.ndarray | None = None
+    results_2: dict[str, RenderResult] | None = None
 
 
 # ======================================================================================
@@ -485,6 +545,19 @@ def _to_camera(points: np.ndarray, rotation: np.ndarray, translation: np.ndarray
     shape = points.shape
     flat = points.reshape(shape[0], -1, 3) - translation[:, None, :]
     return np.einsum("fni,fij->fnj", flat, rotation).reshape(shape)
+
+
+def _moved_primitive(primitive, rotation: np.ndarray, translation: np.ndarray):
+    """A renderer primitive expressed in another frame: ``p' = rotation @ p + translation``."""
+    centre = rotation @ np.asarray(primitive.center, dtype=np.float64) + translation
+    if isinstance(primitive, Sphere):
+        return dataclasses.replace(primitive, center=centre)
+    if isinstance(primitive, Cylinder):
+        return dataclasses.replace(primitive, center=centre, axis=rotation @ np.asarray(primitive.axis, np.float64))
+    if isinstance(primitive, Box):
+        return dataclasses.replace(primitive, center=centre,
+                                   rotation=rotation @ np.asarray(primitive.rotation, np.float64))
+    raise TypeError(f"unsupported primitive {type(primitive).__name__}")
 
 
 def _elbow_directions(wrist: np.ndarray, shoulder: np.ndarray, outward: float) -> np.ndarray:
@@ -578,13 +651,20 @@ class SequenceSimulator:
             raise ConfigError("seed", f"must be an integer >= 0, got {seed!r}")
         self.config = config
         self.seed = int(seed)
-        camera_file = config_path(config.camera_config)
-        self.camera = _scaled_camera(load_camera_yaml(camera_file), config.image_scale)
-        self.camera_mount = load_camera_mount(camera_file)
-        expected = (topics.HEAD_FRAME, topics.CAMERA_FRAME, topics.CAMERA_OPTICAL_FRAME)
-        names = (self.camera_mount.parent_frame, self.camera_mount.child_frame, self.camera_mount.optical_frame)
-        if names != expected:
-            raise ConfigError(str(camera_file), f"mount: frames {names} must be {expected} (the frames the nodes use)")
+        self.camera, self.camera_mount = _load_head_camera(
+            config.camera_config, (topics.HEAD_FRAME, topics.CAMERA_FRAME, topics.CAMERA_OPTICAL_FRAME),
+            config.image_scale)
+        # Optional second camera, rigid on the head: everything is planned in the first camera's
+        # optical frame and moved into the second's by camera_2_from_camera (4x4).
+        self.camera_2: PinholeCamera | None = None
+        self.camera_mount_2: CameraMount | None = None
+        self.camera_2_from_camera: np.ndarray | None = None
+        if config.second_camera_config:
+            self.camera_2, self.camera_mount_2 = _load_head_camera(
+                config.second_camera_config,
+                (topics.HEAD_FRAME, topics.CAMERA_2_FRAME, topics.CAMERA_2_OPTICAL_FRAME), config.image_scale)
+            self.camera_2_from_camera = (np.linalg.inv(self.camera_mount_2.parent_from_optical())
+                                         @ self.camera_mount.parent_from_optical())
         self.glove = GloveModel.from_yaml(config_path(config.glove_config))
         if any(site.imu != self.glove.sites[0].imu for site in self.glove.sites):
             # imu_sim applies one ADC (range, bits) to every sensor of a glove
@@ -633,28 +713,50 @@ class SequenceSimulator:
         self.camera_rotation = self.head_rotation @ optical[:3, :3]
         self.camera_translation = self.head_translation + self.head_rotation @ optical[:3, 3]
         r_cam, p_cam = self.camera_rotation, self.camera_translation
+        self.camera_2_rotation: np.ndarray | None = None
+        self.camera_2_translation: np.ndarray | None = None
+        if self.camera_mount_2 is not None:
+            optical_2 = self.camera_mount_2.parent_from_optical()
+            self.camera_2_rotation = self.head_rotation @ optical_2[:3, :3]
+            self.camera_2_translation = self.head_translation + self.head_rotation @ optical_2[:3, 3]
 
         self.hands: dict[str, HandTruth] = {}
         self.forearm_directions: dict[str, np.ndarray] = {}
+        self.forearm_directions_2: dict[str, np.ndarray] = {}
         for side in self.sides:
             wrist_world = poses[side]["wrist_translation"] + self.hand_offsets[side]
             labels = (np.full(count, STATIC_ACTIVITY, dtype=object) if config.motion == "static"
                       else self.motions[side].labels_at(motion_times))
+            wrist_rotation = np.swapaxes(r_cam, -1, -2) @ poses[side]["wrist_rotation"]
+            wrist_position = _to_camera(wrist_world[:, None], r_cam, p_cam)[:, 0]
+            landmarks = _to_camera(fk[side].landmarks, r_cam, p_cam)
+            view_2: dict[str, np.ndarray] = {}
+            if self.camera_2_from_camera is not None:
+                rotation_21, offset_21 = self.camera_2_from_camera[:3, :3], self.camera_2_from_camera[:3, 3]
+                view_2 = dict(
+                    wrist_rotation_2=rotation_21 @ wrist_rotation,
+                    wrist_position_2=wrist_position @ rotation_21.T + offset_21,
+                    landmarks_2=landmarks @ rotation_21.T + offset_21,
+                    visibility_2=np.zeros((count, NUM_LANDMARKS), bool),
+                    landmark_occlusion_2=np.zeros((count, NUM_LANDMARKS), np.int8),
+                    occlusion_ratio_2=np.zeros(count), object_pixel_occlusion_ratio_2=np.zeros(count))
             self.hands[side] = HandTruth(
                 side=side, hand_scale=float(self.motions[side].scale),
                 joint_angles=poses[side]["joint_angles"],
-                wrist_rotation=np.swapaxes(r_cam, -1, -2) @ poses[side]["wrist_rotation"],
-                wrist_position=_to_camera(wrist_world[:, None], r_cam, p_cam)[:, 0],
-                landmarks=_to_camera(fk[side].landmarks, r_cam, p_cam),
+                wrist_rotation=wrist_rotation,
+                wrist_position=wrist_position,
+                landmarks=landmarks,
                 activity=np.asarray(labels, dtype=object),
                 visibility=np.zeros((count, NUM_LANDMARKS), bool),
                 landmark_occlusion=np.zeros((count, NUM_LANDMARKS), np.int8),
                 occlusion_ratio=np.zeros(count), object_pixel_occlusion_ratio=np.zeros(count),
-                rendered=np.zeros(count, bool))
+                rendered=np.zeros(count, bool), **view_2)
             shoulder = _SHOULDER_RIGHT * np.array([1.0, -1.0 if side == "left" else 1.0, 1.0])
             shoulder = shoulder + self.head_translation - np.asarray(self.motion_config.head_position_m)
             elbow = _elbow_directions(wrist_world, shoulder, 1.0 if side == "left" else -1.0)
             self.forearm_directions[side] = np.einsum("fi,fij->fj", elbow, r_cam)
+            if self.camera_2_from_camera is not None:
+                self.forearm_directions_2[side] = self.forearm_directions[side] @ self.camera_2_from_camera[:3, :3].T
 
         scene_rng = np.random.default_rng([self.seed, _SCENE_STREAM])
         self._scene_objects = self._plan_scene_objects(motion_times, scene_rng)
@@ -664,6 +766,14 @@ class SequenceSimulator:
         self.hand_geometry = HandGeometry()
         render_seed = int(np.random.default_rng([self.seed, _RENDER_STREAM]).integers(2**31))
         self.renderer = HandRenderer(self.camera, self.render_config, seed=render_seed)
+        self.renderer_2: HandRenderer | None = None
+        if self.camera_2 is not None:
+            # Its own sensor (exposure, gamma, noise, vignetting), illuminator and painted
+            # background from its own stream; the glove is the same material in both views.
+            render_seed_2 = int(np.random.default_rng([self.seed, _RENDER_STREAM, 1]).integers(2**31))
+            self.renderer_2 = HandRenderer(self.camera_2, self.render_config, seed=render_seed_2)
+            self.renderer_2.appearance = dataclasses.replace(self.renderer_2.appearance,
+                                                             hand_albedo=self.renderer.appearance.hand_albedo)
 
     # ------------------------------------------------------------------ time
     def motion_time(self, true_time_s: np.ndarray) -> np.ndarray:
@@ -825,12 +935,26 @@ class SequenceSimulator:
                 out.setdefault(int(frame), []).append(primitive)
         return out
 
-    def scene_primitives(self, k: int) -> list:
-        """Renderer primitives of frame ``k``: table, scene objects, occluders (not the hands)."""
+    @property
+    def num_views(self) -> int:
+        """Cameras rendered per frame: 1, or 2 with ``second_camera_config``."""
+        return 1 if self.camera_2 is None else 2
+
+    def _check_view(self, view: int) -> None:
+        if view not in range(self.num_views):
+            raise ValueError(f"view {view!r}: this simulator renders views 0..{self.num_views - 1}")
+
+    def scene_primitives(self, k: int, view: int = 0) -> list:
+        """Renderer primitives of frame ``k``: table, scene objects, occluders (not the hands),
+        in the optical frame of camera ``view`` (0: the first camera, 1: the second)."""
+        self._check_view(view)
         primitives = []
         near = self.render_config.near_m
+        moved = self.camera_2_from_camera if view == 1 else None
         for kind, sizes, albedo, amplitude, period, rotations, positions in self._scene_objects:
             centre, rotation = positions[k], rotations[k]
+            if moved is not None:
+                centre, rotation = moved[:3, :3] @ centre + moved[:3, 3], moved[:3, :3] @ rotation
             style = {"albedo": albedo, "texture_amplitude": amplitude, "texture_period_m": period}
             if kind == "sphere":
                 bound = sizes[0]
@@ -847,7 +971,10 @@ class SequenceSimulator:
                                            **style))
             else:
                 primitives.append(Box(center=centre, half_extents=sizes[0], rotation=rotation, **style))
-        primitives.extend(self._occluder_objects.get(int(k), []))
+        occluders = self._occluder_objects.get(int(k), [])
+        if moved is not None:
+            occluders = [_moved_primitive(p, moved[:3, :3], moved[:3, 3]) for p in occluders]
+        primitives.extend(occluders)
         return primitives
 
     # ------------------------------------------------------------------ rendering
@@ -858,17 +985,31 @@ class SequenceSimulator:
         as occluding proxy primitives (:func:`_hand_proxies`, a subset of its rendered
         shape); the image takes, per pixel, the pass whose own hand is visible and nearest
         (or pass 0): identical background and per-frame noise make that composite exact.
+        With a second camera, the same is done for its view (``image_2``, ``results_2``).
         """
         if not 0 <= k < self.num_frames:
             raise IndexError(f"frame {k} outside 0..{self.num_frames - 1}")
-        scene = self.scene_primitives(k)
+        image, results = self.render_view(k, 0)
+        if self.camera_2 is None:
+            return FrameRender(int(k), image, results)
+        image_2, results_2 = self.render_view(k, 1)
+        return FrameRender(int(k), image, results, image_2, results_2)
+
+    def render_view(self, k: int, view: int = 0) -> tuple[np.ndarray, dict[str, RenderResult]]:
+        """Frame ``k`` seen by camera ``view`` only: (image, per-hand render pass)."""
+        if not 0 <= k < self.num_frames:
+            raise IndexError(f"frame {k} outside 0..{self.num_frames - 1}")
+        self._check_view(view)
+        scene = self.scene_primitives(k, view)
+        renderer = self.renderer if view == 0 else self.renderer_2
+        forearms = self.forearm_directions if view == 0 else self.forearm_directions_2
+        landmarks = {side: (hand.landmarks if view == 0 else hand.landmarks_2)[k] for side, hand in self.hands.items()}
         results: dict[str, RenderResult] = {}
         for side in self.sides:
             others = [p for other in self.sides if other != side
-                      for p in _hand_proxies(self.hands[other].landmarks[k], self.forearm_directions[other][k],
-                                             self.hand_geometry)]
-            results[side] = self.renderer.render(self.hands[side].landmarks[k], scene + others, self.hand_geometry,
-                                                 forearm_direction=self.forearm_directions[side][k], frame_index=k)
+                      for p in _hand_proxies(landmarks[other], forearms[other][k], self.hand_geometry)]
+            results[side] = renderer.render(landmarks[side], scene + others, self.hand_geometry,
+                                            forearm_direction=forearms[side][k], frame_index=k)
         passes = list(results.values())
         image = passes[0].image
         if len(passes) > 1:
@@ -879,7 +1020,7 @@ class SequenceSimulator:
                 take = own < best
                 image[take] = result.image[take]
                 best = np.minimum(best, own)
-        return FrameRender(int(k), image, results)
+        return image, results
 
     def record(self, frame: FrameRender) -> None:
         """Store a rendered frame's visibility ground truth in :attr:`hands`."""
@@ -891,6 +1032,12 @@ class SequenceSimulator:
             hand.occlusion_ratio[k] = result.occlusion_ratio
             hand.object_pixel_occlusion_ratio[k] = result.object_pixel_occlusion_ratio
             hand.rendered[k] = True
+        for side, result in (frame.results_2 or {}).items():
+            hand = self.hands[side]
+            hand.visibility_2[k] = result.landmark_visibility
+            hand.landmark_occlusion_2[k] = result.landmark_occlusion
+            hand.occlusion_ratio_2[k] = result.occlusion_ratio
+            hand.object_pixel_occlusion_ratio_2[k] = result.object_pixel_occlusion_ratio
 
     # ------------------------------------------------------------------ gloves
     @functools.cached_property
@@ -922,7 +1069,7 @@ class SequenceSimulator:
         return out
 
     # ------------------------------------------------------------------ outputs
-    def sequence(self, images: np.ndarray | None) -> SimSequence:
+    def sequence(self, images: np.ndarray | None, images_2: np.ndarray | None = None) -> SimSequence:
         """The :class:`SimSequence` view of this simulator (ground truth arrays are shared)."""
         return SimSequence(
             config=self.config, seed=self.seed, camera=self.camera, camera_mount=self.camera_mount, glove=self.glove,
@@ -930,32 +1077,39 @@ class SequenceSimulator:
             head_rotation=self.head_rotation, head_translation=self.head_translation,
             camera_rotation=self.camera_rotation, camera_translation=self.camera_translation,
             hands=self.hands, gloves=self.gloves, occluders=self.occluders,
-            hand_scales={s: self.hands[s].hand_scale for s in self.sides})
+            hand_scales={s: self.hands[s].hand_scale for s in self.sides},
+            camera_2=self.camera_2, camera_mount_2=self.camera_mount_2, images_2=images_2,
+            camera_2_rotation=self.camera_2_rotation, camera_2_translation=self.camera_2_translation,
+            camera_2_from_camera=self.camera_2_from_camera)
 
     def run(self, progress: Callable[[int], None] | None = None) -> SimSequence:
-        """Render every frame and return the sequence with its images ``[F, H, W]``."""
+        """Render every frame and return the sequence with its images ``[F, H, W]`` (and ``images_2``)."""
         images = np.empty((self.num_frames, self.camera.height, self.camera.width), np.uint8)
+        images_2 = (None if self.camera_2 is None else
+                    np.empty((self.num_frames, self.camera_2.height, self.camera_2.width), np.uint8))
         for k in range(self.num_frames):
             frame = self.render_frame(k)
             self.record(frame)
             images[k] = frame.image
+            if images_2 is not None:
+                images_2[k] = frame.image_2
             if progress is not None:
                 progress(1)
-        return self.sequence(images)
+        return self.sequence(images, images_2)
 
     def write_bag(self, path: str | os.PathLike, *, storage: str = "mcap",
                   progress: Callable[[int], None] | None = None) -> SimSequence:
         """Render and write the sequence frame by frame (images are not kept: ``images=None``)."""
         sequence = self.sequence(None)
 
-        def image_of(k: int) -> np.ndarray:
+        def images_of(k: int) -> tuple[np.ndarray, ...]:
             frame = self.render_frame(k)
             self.record(frame)
             if progress is not None:
                 progress(1)
-            return frame.image
+            return (frame.image,) if frame.image_2 is None else (frame.image, frame.image_2)
 
-        _write_bag(sequence, path, storage, image_of)
+        _write_bag(sequence, path, storage, images_of)
         return sequence
 
 
@@ -971,23 +1125,29 @@ def simulate_sequence(config: WorldConfig, seed: int,
 
 def write_sequence_bag(seq: SimSequence, path: str | os.PathLike, *, storage: str = "mcap") -> dict[str, int]:
     """Write an in-memory sequence as a rosbag2 (never overwrites); returns ``{topic: count}``."""
-    if seq.images is None:
+    if seq.images is None or (seq.has_second_camera and seq.images_2 is None):
         raise ValueError("write_sequence_bag: this sequence has no images (it was streamed by "
                          "SequenceSimulator.write_bag)")
-    return _write_bag(seq, path, storage, lambda k: seq.images[k])
+    if seq.has_second_camera:
+        return _write_bag(seq, path, storage, lambda k: (seq.images[k], seq.images_2[k]))
+    return _write_bag(seq, path, storage, lambda k: (seq.images[k],))
 
 
 def _static_transforms(seq: SimSequence, stamp_ns: int) -> list:
-    """Camera mount chain and every IMU mount (offsets scaled with each hand)."""
-    mount = seq.camera_mount
-    parent_from_body = mount.parent_from_body()
-    body_from_optical = np.linalg.inv(parent_from_body) @ mount.parent_from_optical()
-    transforms = [
-        convert.transform_stamped_msg(stamp_ns, mount.parent_frame, mount.child_frame, parent_from_body[:3, 3],
-                                      Rotation.from_matrix(parent_from_body[:3, :3]).as_quat()),
-        convert.transform_stamped_msg(stamp_ns, mount.child_frame, mount.optical_frame, body_from_optical[:3, 3],
-                                      Rotation.from_matrix(body_from_optical[:3, :3]).as_quat()),
-    ]
+    """Camera mount chains (head -> body -> optical, both cameras) and every IMU mount (offsets scaled
+    with each hand)."""
+    transforms = []
+    for mount in (seq.camera_mount, seq.camera_mount_2):
+        if mount is None:
+            continue
+        parent_from_body = mount.parent_from_body()
+        body_from_optical = np.linalg.inv(parent_from_body) @ mount.parent_from_optical()
+        transforms += [
+            convert.transform_stamped_msg(stamp_ns, mount.parent_frame, mount.child_frame, parent_from_body[:3, 3],
+                                          Rotation.from_matrix(parent_from_body[:3, :3]).as_quat()),
+            convert.transform_stamped_msg(stamp_ns, mount.child_frame, mount.optical_frame, body_from_optical[:3, 3],
+                                          Rotation.from_matrix(body_from_optical[:3, :3]).as_quat()),
+        ]
     for side in seq.sides:
         rotations = Rotation.from_matrix(seq.glove.mount_rotations(side)).as_quat()
         offsets = seq.glove.mount_offsets(side) * seq.hand_scales[side]
@@ -1004,11 +1164,13 @@ def _config_text(seq: SimSequence) -> str:
 
 
 def _write_bag(seq: SimSequence, path: str | os.PathLike, storage: str,
-               image_of: Callable[[int], np.ndarray]) -> dict[str, int]:
+               images_of: Callable[[int], tuple[np.ndarray, ...]]) -> dict[str, int]:
     """All messages in stamp order (log time = header stamp) into a new bag at ``path``.
 
-    Written inside a hidden sibling directory first and moved to ``path`` when complete
-    (same file names), so ``path`` never holds a partial bag.
+    ``images_of(k)``: frame k's image of every camera (one, or two with a second camera;
+    it renders and records the frame when streaming, so it is called before the frame's
+    ground truth is written). Written inside a hidden sibling directory first and moved to
+    ``path`` when complete (same file names), so ``path`` never holds a partial bag.
     """
     path = pathlib.Path(path)
     if path.exists():
@@ -1020,6 +1182,9 @@ def _write_bag(seq: SimSequence, path: str | os.PathLike, storage: str,
     partial = staging / path.name
     optical = seq.camera_mount.optical_frame
     info = seq.camera.to_camera_info_fields()
+    two_cameras = seq.has_second_camera
+    optical_2 = seq.camera_mount_2.optical_frame if two_cameras else ""
+    info_2 = seq.camera_2.to_camera_info_fields() if two_cameras else None
     tracking_ok = int(convert.typestore().types[convert.HAND_POSE].TRACKING_OK)
     head_quat = Rotation.from_matrix(seq.head_rotation).as_quat()
     sides = seq.sides
@@ -1039,15 +1204,21 @@ def _write_bag(seq: SimSequence, path: str | os.PathLike, storage: str,
                       convert.new_message("std_msgs/msg/String", data=_config_text(seq)), latched=True)
             glove_topics = [topics.hand_topic(s, topics.GLOVE_SAMPLES) for s in sides]
             truth_topics = [topics.hand_topic(s, topics.HAND_GROUND_TRUTH) for s in sides]
+            truth_topics_2 = [topics.hand_topic(s, topics.HAND_GROUND_TRUTH_2) for s in sides]
             for event in order:
                 stamp, kind, i = int(stamps[event]), int(kinds[event]), int(indices[event])
                 if kind == 0:
                     bag.write(topics.TF, convert.TF_MESSAGE, stamp, convert.tf_message([
                         convert.transform_stamped_msg(stamp, topics.WORLD_FRAME, topics.HEAD_FRAME,
                                                       seq.head_translation[i], head_quat[i])]))
-                    bag.write(topics.IMAGE, convert.IMAGE, stamp, convert.image_msg(stamp, optical, image_of(i)))
+                    images = images_of(i)
+                    bag.write(topics.IMAGE, convert.IMAGE, stamp, convert.image_msg(stamp, optical, images[0]))
                     bag.write(topics.CAMERA_INFO, convert.CAMERA_INFO, stamp,
                               convert.camera_info_msg(stamp, optical, info))
+                    if two_cameras:   # hardware-synchronized: the same stamp
+                        bag.write(topics.IMAGE_2, convert.IMAGE, stamp, convert.image_msg(stamp, optical_2, images[1]))
+                        bag.write(topics.CAMERA_INFO_2, convert.CAMERA_INFO, stamp,
+                                  convert.camera_info_msg(stamp, optical_2, info_2))
                     for side, topic in zip(sides, truth_topics):
                         hand = seq.hands[side]
                         pose = convert.hand_pose_msg(stamp, optical, side, tracking_ok, hand.joint_angles[i],
@@ -1055,6 +1226,14 @@ def _write_bag(seq: SimSequence, path: str | os.PathLike, storage: str,
                                                      hand.wrist_quaternion_xyzw[i], hand.landmarks[i])
                         bag.write(topic, convert.HAND_GROUND_TRUTH, stamp, convert.hand_ground_truth_msg(
                             pose, hand.visibility[i].astype(np.float32), hand.occlusion_ratio[i], hand.activity[i]))
+                    for side, topic in zip(sides, truth_topics_2 if two_cameras else ()):
+                        hand = seq.hands[side]
+                        pose = convert.hand_pose_msg(stamp, optical_2, side, tracking_ok, hand.joint_angles[i],
+                                                     hand.hand_scale, hand.wrist_position_2[i],
+                                                     hand.wrist_quaternion_xyzw_2[i], hand.landmarks_2[i])
+                        bag.write(topic, convert.HAND_GROUND_TRUTH, stamp, convert.hand_ground_truth_msg(
+                            pose, hand.visibility_2[i].astype(np.float32), hand.occlusion_ratio_2[i],
+                            hand.activity[i]))
                 else:
                     glove = gloves[kind - 1]
                     bag.write(glove_topics[kind - 1], convert.GLOVE_SAMPLE, stamp, convert.glove_sample_msg(
