@@ -1,0 +1,155 @@
+"""Multi-head attention on sequence-first tensors, written for small CPU batches.
+
+Both the IMU encoder (14/p time steps × 23 feature rows) and the fusion (13 tokens) run
+attention on tiny tensors where each PyTorch op costs more in overhead and copies than in
+arithmetic. :class:`SequenceFirstAttention` therefore works on ``[S, N, D]`` tensors and
+orders the projection's output channels head-major, so that queries, keys and values are
+*views* ``[N·H, S, d_h]`` fed straight to ``bmm``/``baddbmm`` (BLAS takes the strided
+matrices as they are): one op for ``KQᵀ·scale + bias``, one softmax (over a leading axis,
+see below), one ``bmm`` with the values and a single copy back to ``[S, N, D]``. Mathematically it is standard multi-head
+scaled dot-product attention; only the (learned, arbitrary) order of projection channels
+differs from ``nn.MultiheadAttention``.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class SequenceFirstAttention(nn.Module):
+    """Multi-head attention ``[Sq, N, D] × [S, N, D] → [Sq, N, D]`` with an additive logit bias.
+
+    Logits are computed **key-major**, ``[N·H, S, Sq]`` (``K Qᵀ``), and the softmax runs over
+    the leading key axis of a ``[S, N·H, Sq]`` view: PyTorch's CPU softmax over a short *last*
+    axis (7 keys in the IMU encoder) is ~7× slower than over a leading axis. ``bias`` is
+    key-major too: ``[N·H, S, Sq or 1]`` (e.g. the transposed kinematic prior plus ``−inf``
+    for masked keys; every query column must keep one finite entry), or None. Returns the
+    output and the attention probabilities as a ``[N·H, Sq, S]`` view (rows sum to 1).
+    """
+
+    def __init__(self, dim: int, num_heads: int):
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"num_heads={num_heads} must divide dim={dim}")
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.scale = self.head_dim**-0.5
+        self.query = nn.Linear(dim, dim)  # output channels: (head, head_dim)
+        self.key_value = nn.Linear(dim, 2 * dim)  # output channels: (head, key|value, head_dim)
+        self.out = nn.Linear(dim, dim)
+        self.register_buffer("_zero", torch.zeros(1, 1, 1), persistent=False)
+
+    def _joint_projection(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Query, key and value weights as one ``[3D, D]`` projection, rows ordered (head, q|k|v, d_h)."""
+        heads, head_dim = self.num_heads, self.head_dim
+        weight = torch.cat([self.query.weight.view(heads, 1, head_dim, -1),
+                            self.key_value.weight.view(heads, 2, head_dim, -1)], dim=1)
+        bias = torch.cat([self.query.bias.view(heads, 1, head_dim), self.key_value.bias.view(heads, 2, head_dim)], dim=1)
+        return weight.flatten(0, 2), bias.flatten()
+
+    def forward(
+        self, query_source: torch.Tensor, key_source: torch.Tensor, bias: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        sq, n, dim = query_source.shape
+        s = key_source.shape[0]
+        heads = n * self.num_heads
+        if query_source is key_source:  # self-attention: one projection for q, k and v
+            weight, joint_bias = cached_for_inference(
+                self, "_joint_projection_cache", (self.query.weight, self.query.bias, self.key_value.weight,
+                                                  self.key_value.bias), self._joint_projection)
+            q_t, k, v = F.linear(key_source, weight, joint_bias).view(s, heads, 3, self.head_dim).unbind(2)
+            q_t = q_t.permute(1, 2, 0)  # [N·H, dh, Sq]
+        else:
+            q_t = linear(self.query, query_source).view(sq, heads, self.head_dim).permute(1, 2, 0)
+            k, v = linear(self.key_value, key_source).view(s, heads, 2, self.head_dim).unbind(2)
+        k, v = k.transpose(0, 1), v.transpose(0, 1)  # [N·H, S, dh] views
+        # logits = K Qᵀ·scale + bias in one op (a zero when there is no bias)
+        logits = torch.baddbmm(self._zero if bias is None else bias, k, q_t, alpha=self.scale)  # [N·H, S, Sq]
+        attention = logits.permute(1, 0, 2).softmax(dim=0).permute(1, 2, 0)  # [N·H, Sq, S]
+        attended = torch.bmm(attention, v).transpose(0, 1).reshape(sq, n, dim)
+        return linear(self.out, attended), attention
+
+
+class TransformerBlock(nn.Module):
+    """Pre-norm transformer block on ``[S, N, D]``: ``x + Attn(LN(x))``, then ``+ FFN(LN(·))`` (ReLU).
+
+    ``feedforward_dim = 0`` gives an attention-only layer (``x + Attn(LN(x))``). With
+    ``last_query_only`` only the last position is computed (query, residual, feed-forward)
+    while keys/values still cover the whole sequence: exactly the last row of the full
+    block, much cheaper — the IMU encoder only uses its last time step.
+    """
+
+    def __init__(self, dim: int, num_heads: int, feedforward_dim: int):
+        super().__init__()
+        self.attention_norm = nn.LayerNorm(dim)
+        self.attention = SequenceFirstAttention(dim, num_heads)
+        self.has_feedforward = feedforward_dim > 0
+        if self.has_feedforward:
+            self.feedforward_norm = nn.LayerNorm(dim)
+            self.feedforward = nn.Sequential(
+                nn.Linear(dim, feedforward_dim), nn.ReLU(), nn.Linear(feedforward_dim, dim)
+            )
+
+    def forward(
+        self, x: torch.Tensor, bias: torch.Tensor | None = None, last_query_only: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``x [S, N, D]``, key-major ``bias [N·H, S, S or 1]`` or None. Returns ``(x', attention
+        [N·H, S or 1, S])`` (attention rows = queries)."""
+        h = layer_norm(self.attention_norm, x)
+        if last_query_only:
+            x, query_source = x[-1:], h[-1:]
+        else:
+            query_source = h
+        attended, attention = self.attention(query_source, h, bias)
+        x = x + attended
+        if self.has_feedforward:
+            x = x + relu_mlp(self.feedforward, layer_norm(self.feedforward_norm, x))
+        return x, attention
+
+
+def cached_for_inference(module: nn.Module, name: str, sources: tuple[torch.Tensor, ...], compute):
+    """``compute()``, cached on ``module`` while autograd is off (inference), keyed on the identity
+    and version counter of ``sources`` (the parameters it is derived from): an optimiser step,
+    ``load_state_dict`` or ``.to()`` invalidates it. With autograd on it is always recomputed."""
+    if torch.is_grad_enabled():
+        return compute()
+    key = tuple((id(t), t._version) for t in sources)
+    entry = module.__dict__.get(name)
+    if entry is None or entry[0] != key:
+        entry = (key, compute())
+        module.__dict__[name] = entry
+    return entry[1]
+
+
+# Functional calls of the parameter-holding modules. On the tiny tensors of one frame the
+# ``nn.Module.__call__`` machinery costs about as much as the op itself (~5 µs per call on
+# the target CPU), so the per-frame hot paths (IMU encoder, fusion) call these instead.
+# Parameters, state-dict names and results are exactly those of the modules.
+
+def linear(module: nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    return F.linear(x, module.weight, module.bias)
+
+
+def layer_norm(module: nn.LayerNorm, x: torch.Tensor) -> torch.Tensor:
+    return F.layer_norm(x, module.normalized_shape, module.weight, module.bias, module.eps)
+
+
+def relu_mlp(module: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
+    """``Sequential(Linear, ReLU, Linear)`` applied functionally."""
+    first, _, second = module
+    return linear(second, torch.relu(linear(first, x)))
+
+
+def key_padding_bias(key_valid: torch.Tensor, num_heads: int, dtype: torch.dtype, keep_diagonal: bool) -> torch.Tensor:
+    """Key-major additive bias ``[N·H, S, 1 or S]`` from ``key_valid [N, S]``: 0 usable, −inf masked.
+
+    With ``keep_diagonal`` every token may still attend to itself (``[N·H, S_key, S_query]``),
+    so no softmax is ever empty even when all keys are masked; callers ignore such queries.
+    """
+    n, s = key_valid.shape
+    keep = key_valid[:, :, None]
+    if keep_diagonal:
+        keep = keep | torch.eye(s, dtype=torch.bool, device=key_valid.device)
+    bias = torch.zeros(keep.shape, dtype=dtype, device=key_valid.device).masked_fill(~keep, float("-inf"))
+    return bias.repeat_interleave(num_heads, dim=0)
