@@ -16,6 +16,12 @@ from avi_ht_ros.common.errors import AviHtError
 COMMANDS: dict[str, tuple[str, str]] = {
     "simulate": ("generate synthetic camera+glove sequences as rosbag2 (MCAP)", "avi_ht_ros.sim.cli"),
     "params": ("print every node's parameters (README tables)", "avi_ht_ros.nodes.params_cli"),
+    "dataset": ("build a training dataset (crops, IMU windows, ground truth) from rosbag2 recordings",
+                "avi_ht_ros.tracker.dataset_cli"),
+    "train": ("train AVI-HT or a baseline (single process or torchrun DDP)", "avi_ht_ros.tracker.train_cli"),
+    "eval": ("evaluate checkpoints (AVI-HT and baselines) on the held-out benchmark or bags: report + plots",
+             "avi_ht_ros.tracker.eval_cli"),
+    "bench": ("benchmarks: bench model (fusion vs vision-only latency), bench retarget (vs dex-retargeting)", "avi_ht_ros.tracker.bench_cli"),
 }
 
 

@@ -1,0 +1,97 @@
+"""``avi-ht bench <target>``: latency benchmarks, one sub-target per component.
+
+Targets live in :data:`BENCHMARKS` as ``name -> Benchmark(help, add_arguments, run)``; adding
+``bench retarget`` or ``bench graph`` is one more entry (its module is imported only when
+that target runs). Each ``run(args) -> int`` prints its own table.
+
+``avi-ht bench retarget``: :mod:`avi_ht_ros.retarget.bench` (its arguments and table).
+
+``avi-ht bench model``: per-frame latency (p50/p99) of the fusion model and the vision-only
+baseline, timed interleaved in the same process on one thread
+(:func:`avi_ht_ros.models.bench.benchmark_models`), and the fused/vision-only ratio.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from typing import Callable
+
+
+@dataclasses.dataclass(frozen=True)
+class Benchmark:
+    help: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+
+
+# -- bench model -------------------------------------------------------------------------------
+
+def _model_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--fusion-config", default="model_avi_ht.yaml",
+                        help="experiment YAML of the fusion model (default config/model_avi_ht.yaml)")
+    parser.add_argument("--vision-config", default="model_vision_only.yaml",
+                        help="experiment YAML of the vision-only baseline (default config/model_vision_only.yaml)")
+    parser.add_argument("--with-imu-only", action="store_true", help="also time the IMU-only baseline")
+    parser.add_argument("--imu-config", default="model_imu_only.yaml", help="experiment YAML of the IMU-only model")
+    parser.add_argument("--iterations", type=int, default=500, help="timed frames per model")
+    parser.add_argument("--warmup", type=int, default=50, help="untimed frames per model first")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (live tracker: 1)")
+    parser.add_argument("--seed", type=int, default=0, help="weight initialisation seed")
+
+
+def _run_model(args: argparse.Namespace) -> int:
+    from avi_ht_ros.common.errors import ConfigError
+    from avi_ht_ros.models.bench import benchmark_models
+    from avi_ht_ros.models.config import load_experiment_config
+
+    if args.iterations < 2 or args.warmup < 0 or args.threads < 1:
+        raise ConfigError("bench model", "need --iterations >= 2, --warmup >= 0, --threads >= 1")
+    configs = {"avi_ht": load_experiment_config(args.fusion_config).model,
+               "vision_only": load_experiment_config(args.vision_config).model}
+    if args.with_imu_only:
+        configs["imu_only"] = load_experiment_config(args.imu_config).model
+    for name, expected in (("avi_ht", "avi_ht"), ("vision_only", "vision_only"), ("imu_only", "imu_only")):
+        if name in configs and configs[name].type != expected:
+            raise ConfigError(name, f"config has model.type {configs[name].type!r}, expected {expected!r}")
+    results = benchmark_models(configs, iterations=args.iterations, warmup=args.warmup, num_threads=args.threads,
+                               seed=args.seed, print_table=True)
+    fused, vision = results["avi_ht"], results["vision_only"]
+    print(f"\nfusion / vision-only: p50 {fused.p50_ms / vision.p50_ms:.3f}x "
+          f"({fused.p50_ms:.3f} / {vision.p50_ms:.3f} ms), p99 {fused.p99_ms / vision.p99_ms:.3f}x "
+          f"({fused.p99_ms:.3f} / {vision.p99_ms:.3f} ms)")
+    return 0
+
+
+# -- bench retarget ----------------------------------------------------------------------------
+
+def _retarget_arguments(parser: argparse.ArgumentParser) -> None:
+    from avi_ht_ros.retarget import bench
+
+    bench.add_arguments(parser)
+
+
+def _run_retarget(args: argparse.Namespace) -> int:
+    from avi_ht_ros.retarget import bench
+
+    return bench.run(args)
+
+
+BENCHMARKS: dict[str, Benchmark] = {
+    "model": Benchmark("per-frame latency of the fusion model vs the vision-only baseline (p50/p99, ratio)",
+                       _model_arguments, _run_model),
+    "retarget": Benchmark("our retargeter vs dex-retargeting (vector, DexPilot) on the same hand and targets: "
+                          "time p50/p99, task-vector error, pinch, smoothness, limit violations",
+                          _retarget_arguments, _run_retarget),
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    targets = parser.add_subparsers(dest="bench_target", metavar="<target>", required=True)
+    for name, bench in BENCHMARKS.items():
+        sub = targets.add_parser(name, help=bench.help, description=bench.help)
+        bench.add_arguments(sub)
+        sub.set_defaults(bench_run=bench.run)
+
+
+def run(args: argparse.Namespace) -> int:
+    return int(args.bench_run(args) or 0)
