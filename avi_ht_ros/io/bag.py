@@ -67,6 +67,11 @@ class BagWriter:
 
     def write(self, topic: str, msgtype: str, stamp_ns: int, msg: Any, *, latched: bool = False) -> None:
         """Append ``msg`` (a rosbags message of ``msgtype``) at log time ``stamp_ns``."""
+        self.write_serialized(topic, msgtype, stamp_ns, self.store.serialize_cdr(msg, msgtype), latched=latched)
+
+    def write_serialized(self, topic: str, msgtype: str, stamp_ns: int, data: bytes | memoryview, *,
+                         latched: bool = False) -> None:
+        """Append a message already in CDR bytes (what an rclpy raw subscription receives)."""
         connection = self._connections.get(topic)
         if connection is None:
             qos = LATCHED_QOS if latched else STREAM_QOS
@@ -75,7 +80,7 @@ class BagWriter:
             self._connections[topic] = connection
         elif connection.msgtype != msgtype:
             raise BagError(f"{self.path}: topic {topic} already has type {connection.msgtype}, not {msgtype}")
-        self._writer.write(connection, int(stamp_ns), self.store.serialize_cdr(msg, msgtype))
+        self._writer.write(connection, int(stamp_ns), data)
         self.counts[topic] = self.counts.get(topic, 0) + 1
 
 

@@ -15,6 +15,7 @@ NODE_MODULES = {
     "sync_node": "avi_ht_ros.nodes.sync_node",
     "fusion_node": "avi_ht_ros.nodes.fusion_node",
     "retarget_node": "avi_ht_ros.nodes.retarget_node",
+    "recorder_node": "avi_ht_ros.nodes.recorder_node",
 }
 
 
