@@ -527,7 +527,14 @@ class FrameParser:
                 continue
             size = frame_size(header[3])
             if available < size:
-                return None
+                inner = self._complete_frame_within(start, size)
+                if inner is None:
+                    return None
+                # Frames never overlap: a complete valid frame starting inside the announced
+                # extent makes this candidate a false one (a plausible header in garbage);
+                # rejecting it now delivers that frame without waiting for bytes it never needed.
+                self._reject("length", f"announced {size}-byte frame overlaps a complete frame at +{inner - start}")
+                continue
             (crc_sent,) = _CRC.unpack_from(buffer, start + size - CRC_SIZE)
             with memoryview(buffer) as view:
                 crc_computed = zlib.crc32(view[start + CRC_START : start + size - CRC_SIZE])
@@ -542,6 +549,24 @@ class FrameParser:
                 self.stats.resyncs += 1
                 self._hunting = False
             return frame
+
+    def _complete_frame_within(self, start: int, size: int) -> int | None:
+        """Start of a complete frame passing every check that begins inside ``[start + 1,
+        start + size)`` of the buffer, or None."""
+        buffer = self._buffer
+        at = buffer.find(SYNC, start + 1, start + size)
+        while at >= 0:
+            available = len(buffer) - at
+            if available >= HEADER_SIZE and _early_header_problem(buffer, at) is None:
+                header = _HEADER.unpack_from(buffer, at)
+                inner_size = frame_size(header[3])
+                if _full_header_problem(header) is None and available >= inner_size:
+                    (crc_sent,) = _CRC.unpack_from(buffer, at + inner_size - CRC_SIZE)
+                    with memoryview(buffer) as view:
+                        if zlib.crc32(view[at + CRC_START : at + inner_size - CRC_SIZE]) == crc_sent:
+                            return at
+            at = buffer.find(SYNC, at + 1, start + size)
+        return None
 
 
 def encode_stream(frames: Iterable[GloveFrame]) -> bytes:

@@ -164,6 +164,8 @@ class GloveDriverNode(Node):
     def publish_diagnostics(self) -> None:
         now = base.now_ns(self)
         parser = dataclasses.asdict(self.link.parser.stats)
+        tracker = self.link.parser.sequence
+        sequence = dataclasses.asdict(tracker.stats) if tracker is not None else {}
         link = dataclasses.asdict(self.link.stats)
         estimate = self.clock.estimate()
         connected = self.link.connected
@@ -175,13 +177,22 @@ class GloveDriverNode(Node):
                                                    if estimate.offset_uncertainty_ns is not None else "n/a"),
                    "calibrated": self.calibration is not None}
         summary.update({f"parser.{k}": v for k, v in parser.items()})
+        summary.update({f"sequence.{k}": v for k, v in sequence.items()})
         summary.update({f"link.{k}": v for k, v in link.items()})
-        rejected = parser.get("crc_errors", 0) + parser.get("length_errors", 0) + parser.get("version_errors", 0)
-        level = 2 if not connected else (1 if rejected or self.wrong_glove else 0)
+        # every frame not published is counted here: failed checks (header errors included)
+        # and valid frames dropped as duplicates or late
+        rejected = self.link.parser.stats.frames_rejected
+        dropped = sequence.get("duplicates", 0) + sequence.get("out_of_order", 0)
+        problems = [text for count, text in ((rejected, f"{rejected} frames rejected"),
+                                             (dropped, f"{dropped} duplicate/late frames dropped"),
+                                             (self.wrong_glove, f"{self.wrong_glove} other-hand frames"),
+                                             (self.wrong_sensor_count,
+                                              f"{self.wrong_sensor_count} wrong-sensor-count frames")) if count]
+        level = 2 if not connected else (1 if problems else 0)
         statuses = [base.diagnostic_status(f"{self.get_name()}: {self.params.side} glove link",
                                            f"{self.params.side}_glove", level,
-                                           "disconnected" if not connected else
-                                           (f"{rejected} frames rejected" if rejected else "ok"), summary)]
+                                           "disconnected" if not connected else (", ".join(problems) or "ok"),
+                                           summary)]
         for index, item in enumerate(self.health.diagnostics(list(self.glove.sensor_names))):
             worst = item["worst_recent_status"]
             level = {"OK": 0, "STALE": 1, "SATURATED": 1}.get(worst, 2)
