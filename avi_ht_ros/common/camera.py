@@ -463,19 +463,6 @@ def _yaml_matrix(doc: Mapping[str, Any], key: str, shape: tuple[int, int] | None
     return array.reshape(rows, cols)
 
 
-def _read_yaml(path: str | os.PathLike) -> Any:
-    import yaml
-
-    where = str(path)
-    try:
-        with open(path, encoding="utf-8") as stream:
-            return yaml.safe_load(stream)
-    except OSError as exc:
-        raise ConfigError(where, f"cannot read: {exc.strerror or exc}") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(where, f"not valid YAML: {exc}") from None
-
-
 def camera_from_ros_yaml_dict(doc: Any, where: str = "<camera yaml>") -> PinholeCamera:
     """Validate a parsed ROS calibration document and build the camera (errors name the field)."""
     if not isinstance(doc, Mapping):
@@ -506,7 +493,9 @@ def camera_from_ros_yaml_dict(doc: Any, where: str = "<camera yaml>") -> Pinhole
 
 def load_camera_yaml(path: str | os.PathLike) -> PinholeCamera:
     """Read a ROS camera calibration YAML file (``camera_calibration`` / ``camera_info_manager`` format)."""
-    return camera_from_ros_yaml_dict(_read_yaml(path), str(path))
+    from avi_ht_ros.common.config_file import load_yaml_mapping
+
+    return camera_from_ros_yaml_dict(load_yaml_mapping(path), str(path))
 
 
 def save_camera_yaml(camera: PinholeCamera, path: str | os.PathLike, mount: "CameraMount | None" = None) -> None:
@@ -588,10 +577,10 @@ class CameraMount:
 
 def load_camera_mount(path: str | os.PathLike) -> CameraMount:
     """The optional ``mount`` block of a camera YAML (identity mount if absent)."""
+    from avi_ht_ros.common.config_file import load_yaml_mapping
+
     where = str(path)
-    doc = _read_yaml(path)
-    if not isinstance(doc, Mapping):
-        raise ConfigError(where, "expected a mapping at the top level")
+    doc = load_yaml_mapping(path)
     block = doc.get("mount")
     if block is None:
         return CameraMount()

@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
-import yaml
 from scipy.spatial.transform import Rotation
 
+from avi_ht_ros.common.config_file import load_yaml_mapping
 from avi_ht_ros.common.errors import ConfigError
 from avi_ht_ros.common.paths import config_path
 from avi_ht_ros.common.hand_model import (
@@ -118,16 +118,7 @@ class GloveModel:
     def from_yaml(cls, path: str | Path) -> "GloveModel":
         """Load and validate a glove YAML; bad content raises ``ConfigError(path, ...)``
         naming the offending field (e.g. ``sites[3].bone``)."""
-        where = str(path)
-        try:
-            text = Path(path).read_text(encoding="utf-8")
-        except OSError as error:
-            raise ConfigError(where, f"cannot read glove file: {error.strerror or error}") from error
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as error:
-            raise ConfigError(where, f"not valid YAML: {error}") from error
-        return cls.from_dict(data, where=where)
+        return cls.from_dict(load_yaml_mapping(path), where=str(path))
 
     @classmethod
     def reference(cls) -> "GloveModel":

@@ -28,6 +28,7 @@ import numpy as np
 import yaml
 from scipy.spatial.transform import Rotation
 
+from avi_ht_ros.common.config_file import load_yaml_mapping
 from avi_ht_ros.common.errors import AviHtError, ConfigError
 from avi_ht_ros.common.imu import GRAVITY_MAGNITUDE
 from avi_ht_ros.common.params import param, validate_params
@@ -239,15 +240,7 @@ class MountingCalibration:
     @classmethod
     def load_yaml(cls, path: str | os.PathLike) -> "MountingCalibration":
         """Read and validate a file written by :meth:`save_yaml`."""
-        where = os.fspath(path)
-        try:
-            with open(path, encoding="utf-8") as stream:
-                data = yaml.safe_load(stream)
-        except OSError as error:
-            raise ConfigError(where, f"cannot read: {error.strerror or error}") from error
-        except yaml.YAMLError as error:
-            raise ConfigError(where, f"not valid YAML: {error}") from error
-        return cls.from_dict(data, where)
+        return cls.from_dict(load_yaml_mapping(path), os.fspath(path))
 
 
 def _finite_vector(value, length: int, where: str, field: str) -> np.ndarray:

@@ -23,8 +23,8 @@ import pathlib
 import typing
 from dataclasses import dataclass, field
 
-import yaml
 
+from avi_ht_ros.common.config_file import load_yaml_mapping
 from avi_ht_ros.common.errors import ConfigError
 
 MODEL_TYPES = ("avi_ht", "vision_only", "imu_only")
@@ -404,16 +404,8 @@ def load_experiment_config(path: str | pathlib.Path) -> ExperimentConfig:
     """
     from avi_ht_ros.common.paths import config_path
 
-    resolved = config_path(str(path))
     where = str(path)
-    try:
-        text = pathlib.Path(resolved).read_text()
-    except OSError as exc:
-        raise ConfigError(where, f"cannot read: {exc.strerror or exc}") from exc
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(where, f"not valid YAML: {exc}") from exc
+    data = load_yaml_mapping(config_path(where), where)
     config = dataclass_from_dict(ExperimentConfig, data, f"{where}: ")
     config.validate(f"{where}: ")
     return config

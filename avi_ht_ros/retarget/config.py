@@ -28,8 +28,8 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import numpy as np
-import yaml
 
+from avi_ht_ros.common.config_file import load_yaml_mapping
 from avi_ht_ros.common.errors import ConfigError
 from avi_ht_ros.common.hand_model import FINGER_NAMES, LANDMARK_INDEX, LANDMARK_NAMES, SIDES
 
@@ -298,16 +298,7 @@ def load_retarget_config(path: str | Path) -> RetargetConfig:
     from avi_ht_ros.common.paths import config_path
 
     path = config_path(str(path))
-    source = str(path)
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise ConfigError(source, f"cannot read: {exc.strerror or exc}") from exc
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(source, f"not valid YAML: {exc}") from exc
-    return parse_retarget_config(data, source=source, base_dir=path.parent)
+    return parse_retarget_config(load_yaml_mapping(path), source=str(path), base_dir=path.parent)
 
 
 def parse_retarget_config(data: Any, source: str = "<dict>", base_dir: str | Path = ".") -> RetargetConfig:

@@ -58,11 +58,11 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
-import yaml
 from scipy.interpolate import CubicSpline
 from scipy.signal import lfilter
 from scipy.spatial.transform import Rotation, RotationSpline
 
+from avi_ht_ros.common.config_file import load_yaml_mapping
 from avi_ht_ros.common.errors import ConfigError
 from avi_ht_ros.common.glove_model import STANDARD_GRAVITY as G_UNIT
 from avi_ht_ros.common.imu import GRAVITY_MAGNITUDE, ImuStatus
@@ -565,14 +565,8 @@ def _resolve_preset(presets: Mapping[str, Any], name: str, where: str, seen: tup
 
 def _load_presets(path: str | pathlib.Path | None) -> tuple[pathlib.Path, Mapping[str, Any]]:
     file = config_path(IMU_NOISE_CONFIG) if path is None else pathlib.Path(path)
-    try:
-        with open(file, encoding="utf-8") as fh:
-            doc = yaml.safe_load(fh)
-    except OSError as exc:
-        raise ConfigError(str(file), f"cannot read: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(str(file), f"invalid YAML: {exc}") from None
-    if not isinstance(doc, Mapping) or not isinstance(doc.get("presets"), Mapping):
+    doc = load_yaml_mapping(file)
+    if not isinstance(doc.get("presets"), Mapping):
         raise ConfigError(str(file), "expected a top-level mapping with a 'presets' mapping")
     return file, doc["presets"]
 

@@ -69,6 +69,7 @@ import yaml
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
+from avi_ht_ros.common.config_file import load_yaml_mapping
 from avi_ht_ros.common.errors import AviHtError, ConfigError
 from avi_ht_ros.common.paths import config_path
 from avi_ht_ros.models.checkpoint import read_checkpoint, save_checkpoint
@@ -195,20 +196,6 @@ def _deep_merge(base: dict, override: dict) -> dict:
     return merged
 
 
-def _read_yaml(path: pathlib.Path, where: str) -> dict:
-    try:
-        data = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise ConfigError(where, f"cannot read: {exc.strerror or exc}") from exc
-    except yaml.YAMLError as exc:
-        raise ConfigError(where, f"not valid YAML: {exc}") from exc
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigError(where, f"must be a mapping, got {type(data).__name__}")
-    return data
-
-
 def train_config_from_dict(data: dict, where: str = "train config") -> TrainConfig:
     """A validated :class:`TrainConfig` from the YAML layout (``base`` resolved, overrides merged)."""
     prefix = f"{where}: "
@@ -221,7 +208,7 @@ def train_config_from_dict(data: dict, where: str = "train config") -> TrainConf
     experiment_dict: dict = {}
     if base_name:
         base_path = config_path(base_name)
-        experiment_dict = _read_yaml(pathlib.Path(base_path), str(base_name))
+        experiment_dict = load_yaml_mapping(base_path, str(base_name))
         unknown = sorted(set(experiment_dict) - set(_EXPERIMENT_SECTIONS))
         if unknown:
             raise ConfigError(f"{base_name}: {unknown[0]}", f"unknown key; known keys: {list(_EXPERIMENT_SECTIONS)}")
@@ -239,7 +226,7 @@ def train_config_from_dict(data: dict, where: str = "train config") -> TrainConf
 def load_train_config(path: str | os.PathLike) -> TrainConfig:
     """Read a training YAML (a bare name is looked up under the package's ``config/``)."""
     resolved = config_path(str(path))
-    return train_config_from_dict(_read_yaml(pathlib.Path(resolved), str(path)), str(path))
+    return train_config_from_dict(load_yaml_mapping(resolved, str(path)), str(path))
 
 
 def with_overrides(config: TrainConfig, *, data: str | None = None, seed: int | None = None,
@@ -760,8 +747,7 @@ class Trainer:
             return config
         if not existing:
             raise TrainingError(f"{self.run_dir}: nothing to resume (no checkpoints/{LAST_CHECKPOINT})")
-        stored = train_config_from_dict(_read_yaml(self.run_dir / RUN_CONFIG, str(self.run_dir / RUN_CONFIG)),
-                                        str(self.run_dir / RUN_CONFIG))
+        stored = train_config_from_dict(load_yaml_mapping(self.run_dir / RUN_CONFIG), str(self.run_dir / RUN_CONFIG))
         if not config.data.dataset:  # e.g. a shipped config without --data: the run's dataset
             config = copy.deepcopy(config)
             config.data.dataset = stored.data.dataset

@@ -1,0 +1,32 @@
+"""Reading YAML configuration files: the one place that turns I/O and syntax errors into
+:class:`~avi_ht_ros.common.errors.ConfigError` naming the file."""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import yaml
+
+from avi_ht_ros.common.errors import ConfigError
+
+
+def load_yaml_mapping(path: str | os.PathLike, where: str | None = None) -> dict[str, Any]:
+    """The top-level mapping of the YAML file ``path`` (an empty file is ``{}``).
+
+    Raises ``ConfigError(where, problem)`` (``where`` defaults to the path) when the file
+    cannot be read, is not valid YAML, or its top level is not a mapping. Checking the
+    content is the caller's job.
+    """
+    where = os.fspath(path) if where is None else where
+    try:
+        with open(path, encoding="utf-8") as stream:
+            data = yaml.safe_load(stream)
+    except OSError as exc:
+        raise ConfigError(where, f"cannot read: {exc.strerror or exc}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(where, f"not valid YAML: {exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(where, f"top level must be a mapping, got {type(data).__name__}")
+    return data
