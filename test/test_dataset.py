@@ -20,7 +20,6 @@ from avi_ht_ros.common import topics
 from avi_ht_ros.common.camera import PinholeCamera, default_sim_camera
 from avi_ht_ros.common.glove_model import GloveModel
 from avi_ht_ros.common.hand_model import forward_kinematics_numpy
-from avi_ht_ros.common.imu import GravityEstimator
 from avi_ht_ros.io import convert
 from avi_ht_ros.io.bag import BagWriter, read_messages
 from avi_ht_ros.sim.render import HandRenderer
@@ -93,7 +92,7 @@ def write_synthetic_bag(path: pathlib.Path, seed: int, *, sides=("right",), dura
     with BagWriter(path) as bag:
         if sim_config:
             text = yaml.safe_dump({"generator": "test_dataset", "seed": seed, "world": {"time_offset_s": time_offset_s}})
-            bag.write(D.SIM_CONFIG_TOPIC, "std_msgs/msg/String", START_NS,
+            bag.write(topics.SIM_CONFIG_TOPIC, "std_msgs/msg/String", START_NS,
                       convert.new_message("std_msgs/msg/String", data=text), latched=True)
         for i, t in enumerate(t_frames):  # the image shows the first side's hand
             stamp = START_NS + int(round(t * 1e9))
@@ -172,9 +171,7 @@ def test_windows_are_those_of_the_live_synchronizer(bags, dataset):
     arrays = D.load_shard(out, record)
     # the live node's construction and an independent replay of the same streams
     glove = GloveModel.reference()
-    config = sync.SyncConfig(time_offset_s=0.012)
-    synchronizer = sync.ImuWindowSynchronizer(config, glove.num_sensors,
-                                              GravityEstimator(glove.num_sensors, 1.0 / config.imu_rate_hz))
+    synchronizer = sync.live_synchronizer(sync.SyncConfig(time_offset_s=0.012), glove)
     samples = [convert.glove_arrays_from_msg(m.msg)
                for m in read_messages(bags["bag_a"], [topics.hand_topic("right", topics.GLOVE_SAMPLES)])]
     frames = [(convert.stamp_ns_of(m.msg.header.stamp), i)
@@ -316,9 +313,6 @@ def test_uncroppable_centre_gives_no_view_like_the_tracker(bags, tmp_path):
 
 
 def test_time_offset_resolution_order():
-    from avi_ht_ros.sim.world import SIM_CONFIG_TOPIC
-
-    assert D.SIM_CONFIG_TOPIC == SIM_CONFIG_TOPIC
     streams = D.BagStreams(path=pathlib.Path("bag"), camera_stamps_ns=[], camera_of_frame=[],
                            sides={"right": D.SideStreams(recorded_offset_s=0.03)},
                            sim_config={"world": {"time_offset_s": 0.01}}, topic_counts={})
@@ -496,7 +490,7 @@ def test_simulated_bag_end_to_end(tmp_path):
     assert record["frames"] == record["sync"]["frames_complete"] + record["sync"]["frames_partial"] > 50
     bag = next((tmp_path / "sim").iterdir())
     glove = GloveModel.reference()
-    synchronizer = D.live_synchronizer(sync.SyncConfig(time_offset_s=0.015), glove)
+    synchronizer = sync.live_synchronizer(sync.SyncConfig(time_offset_s=0.015), glove)
     samples = [convert.glove_arrays_from_msg(m.msg)
                for m in read_messages(bag, [topics.hand_topic("right", topics.GLOVE_SAMPLES)])]
     frames = [(convert.stamp_ns_of(m.msg.header.stamp), i) for i, m in enumerate(read_messages(bag, [topics.IMAGE]))]

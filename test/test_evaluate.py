@@ -248,10 +248,13 @@ def test_benchmark_config_errors_name_the_key(tmp_path):
     with pytest.raises(ConfigError, match=r"sequences\[0\]\.occlusion"):
         E.load_benchmark_config(bad)
     bad.write_text(yaml.safe_dump({"sequences": [{"count": 1, "frame_rate": 30}]}))
-    with pytest.raises(ConfigError, match="frame_rate"):
+    with pytest.raises(ConfigError, match=r"sequences\[0\]: frame_rate: unknown key"):
         E.load_benchmark_config(bad)
     bad.write_text(yaml.safe_dump({"sequences": [{"count": 1}], "colour": 1}))
     with pytest.raises(ConfigError, match="colour"):
+        E.load_benchmark_config(bad)
+    bad.write_text(yaml.safe_dump({"world_overrides": {"duration_s": -1.0}, "sequences": [{"count": 1}]}))
+    with pytest.raises(ConfigError, match=r"bad.yaml: world_overrides: duration_s"):
         E.load_benchmark_config(bad)
 
 
@@ -287,6 +290,7 @@ def test_bag_sequence_matches_the_simulation(tmp_path):
     np.testing.assert_array_equal(hand.glove.stamps_ns, simulated.gloves["right"].stamps_ns)
     np.testing.assert_allclose(hand.glove.gyro, simulated.gloves["right"].gyro, atol=1e-6)
     assert hand.truth_valid.all() and hand.hand_scale == pytest.approx(truth.hand_scale, rel=1e-6)
+    assert loaded.info["malformed_glove_samples"] == {"right": 0}
 
 
 def test_eval_and_bench_commands(tmp_path, glove, capsys):

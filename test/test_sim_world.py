@@ -18,7 +18,6 @@ from avi_ht_ros.sim.motion import ACTIVITY_LABELS
 from avi_ht_ros.sim.render import OCCLUDED_OBJECT
 from avi_ht_ros.sim.world import (
     OCCLUSION_LEVELS,
-    SIM_CONFIG_TOPIC,
     STATIC_ACTIVITY,
     SequenceSimulator,
     WorldConfig,
@@ -31,6 +30,7 @@ GRAVITY = 9.81
 # Small and fast: 160x120 images; the ground-truth geometry does not depend on the size.
 SMALL = dict(image_scale=0.25)
 IMAGE_TOPIC, INFO_TOPIC = topics.IMAGE, topics.CAMERA_INFO
+SIM_CONFIG_TOPIC = topics.SIM_CONFIG_TOPIC
 GLOVE_TOPIC = topics.hand_topic("right", topics.GLOVE_SAMPLES)
 TRUTH_TOPIC = topics.hand_topic("right", topics.HAND_GROUND_TRUTH)
 

@@ -1,12 +1,17 @@
 """Camera–glove synchronizer (the code shared by the live sync node and the dataset builder)."""
 from __future__ import annotations
 
+import pathlib
+
 import numpy as np
 import pytest
 
+import avi_ht_ros
 from avi_ht_ros.common.errors import ConfigError
+from avi_ht_ros.common.glove_model import GloveModel
+from avi_ht_ros.common.imu import GravityEstimator
 from avi_ht_ros.tracker.sync import (NS, WINDOW_COMPLETE, WINDOW_PARTIAL, ImuWindowSynchronizer,
-                                     SyncConfig, replay)
+                                     SyncConfig, live_synchronizer, replay)
 
 N = 12
 GLOVE_PERIOD = NS // 200
@@ -169,3 +174,23 @@ def test_live_feeding_equals_offline_replay():
 def test_bad_config_names_the_parameter(field, value):
     with pytest.raises(ConfigError, match=field):
         SyncConfig(**{field: value})
+
+
+def test_live_synchronizer_uses_the_config_and_an_online_gravity_estimator():
+    glove = GloveModel.reference()
+    config = SyncConfig(imu_rate_hz=100.0, window_length=10)
+    synchronizer = live_synchronizer(config, glove)
+    assert synchronizer.config is config and synchronizer.num_imus == glove.num_sensors
+    estimator = synchronizer.gravity_estimator
+    assert isinstance(estimator, GravityEstimator)
+    assert estimator.num_imus == glove.num_sensors and estimator.sample_period_s == pytest.approx(0.01)
+
+
+def test_synchronizers_are_built_only_by_live_synchronizer():
+    """No train/serve skew: the sync node, dataset builder and evaluation all call live_synchronizer."""
+    package = pathlib.Path(avi_ht_ros.__file__).resolve().parent
+    builders = [path.relative_to(package).as_posix() for path in sorted(package.rglob("*.py"))
+                if "ImuWindowSynchronizer(" in path.read_text(encoding="utf-8")]
+    assert builders == ["tracker/sync.py"]
+    for user in ("nodes/sync_node.py", "tracker/dataset.py", "tracker/evaluate.py"):
+        assert "live_synchronizer(" in (package / user).read_text(encoding="utf-8"), user

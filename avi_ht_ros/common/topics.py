@@ -35,6 +35,10 @@ TF = "/tf"
 TF_STATIC = "/tf_static"
 DIAGNOSTICS = "/diagnostics"
 
+# simulator bags: latched std_msgs/String, the world config (YAML: generator, seed, every
+# WorldConfig field incl. the true camera-glove time offset); read by the dataset builder and eval
+SIM_CONFIG_TOPIC = "/sim/config"
+
 # frames (REP-103/105, see docs/ARCHITECTURE.md)
 WORLD_FRAME = "world"
 HEAD_FRAME = "head"

@@ -1,7 +1,8 @@
 """Time synchronizer node: one SyncedFrame (image + aligned IMU window) per camera frame.
 
-Thin wrapper over :class:`avi_ht_ros.tracker.sync.ImuWindowSynchronizer` (the
-same code the dataset builder replays bags through) and
+Thin wrapper over :class:`avi_ht_ros.tracker.sync.ImuWindowSynchronizer`, built by
+:func:`avi_ht_ros.tracker.sync.live_synchronizer` (the same construction the dataset builder
+and the evaluation replay bags through), and
 :class:`avi_ht_ros.tracker.time_offset.TimeOffsetEstimator`.
 
 Subscribes: ``/head_camera/image_raw``, ``/head_camera/camera_info``,
@@ -17,13 +18,12 @@ from rclpy.node import Node
 
 from avi_ht_ros.common import topics
 from avi_ht_ros.common.glove_model import GloveModel
-from avi_ht_ros.common.imu import GravityEstimator
 from avi_ht_ros.common.params import param
 from avi_ht_ros.common.paths import config_path
 from avi_ht_ros.io import convert
 from avi_ht_ros.msg import GloveSample, HandPose, TimeOffset
 from avi_ht_ros.nodes import base
-from avi_ht_ros.tracker.sync import NS, ImuWindowSynchronizer, SyncConfig
+from avi_ht_ros.tracker.sync import SyncConfig, live_synchronizer
 from avi_ht_ros.tracker.time_offset import TimeOffsetConfig, TimeOffsetEstimator
 from sensor_msgs.msg import CameraInfo, Image
 from diagnostic_msgs.msg import DiagnosticArray
@@ -50,8 +50,7 @@ class SyncNode(Node):
         self.params, self.sync_config, self.offset_config = base.declare_parameter_sets(self, PARAMETER_SETS)
         glove = GloveModel.from_yaml(config_path(self.params.glove_config))
         self.hand_back_index = glove.site_index("hand_back")
-        self.synchronizer = ImuWindowSynchronizer(
-            self.sync_config, glove.num_sensors, GravityEstimator(glove.num_sensors, 1.0 / self.sync_config.imu_rate_hz))
+        self.synchronizer = live_synchronizer(self.sync_config, glove)
         self.offset_estimator = TimeOffsetEstimator(self.offset_config, self.sync_config.time_offset_s)
         convert.prepare(convert.IMAGE, convert.CAMERA_INFO, convert.GLOVE_SAMPLE, convert.HAND_POSE,
                         convert.SYNCED_FRAME, convert.TIME_OFFSET, "diagnostic_msgs/msg/DiagnosticArray")

@@ -54,6 +54,7 @@ from avi_ht_ros.common.camera import (
     load_camera_mount,
     load_camera_yaml,
 )
+from avi_ht_ros.common.config_file import load_yaml_mapping
 from avi_ht_ros.common.errors import AviHtError, ConfigError
 from avi_ht_ros.common.glove_model import GloveModel
 from avi_ht_ros.common.hand_model import (
@@ -64,6 +65,7 @@ from avi_ht_ros.common.hand_model import (
 )
 from avi_ht_ros.common.params import param, param_specs, validate_params
 from avi_ht_ros.common.paths import config_path
+from avi_ht_ros.common.topics import SIM_CONFIG_TOPIC  # re-exported (defined in topics)
 from avi_ht_ros.io import convert
 from avi_ht_ros.io.bag import BagError, BagWriter
 from avi_ht_ros.sim.imu_sim import DeviceClock, ImuErrorModel, load_imu_error_model, simulate_glove_imu
@@ -87,6 +89,7 @@ __all__ = [
     "SIM_CONFIG_TOPIC",
     "WorldConfig",
     "load_world_config",
+    "world_with_changes",
     "OccluderPhase",
     "HandTruth",
     "GloveStream",
@@ -100,8 +103,6 @@ __all__ = [
 ]
 
 WORLD_CONFIG_FILE = "sim_world.yaml"
-#: Latched ``std_msgs/String`` topic holding the world config (YAML) and the seed of a bag.
-SIM_CONFIG_TOPIC = "/sim/config"
 #: Activity label of every frame of a ``motion: static`` sequence.
 STATIC_ACTIVITY = "static"
 
@@ -237,38 +238,50 @@ def load_world_config(path: str | os.PathLike | None = None, **overrides: Any) -
     """
     file = config_path(WORLD_CONFIG_FILE) if path is None else pathlib.Path(path)
     where = str(file)
-    try:
-        doc = yaml.safe_load(pathlib.Path(file).read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(where, f"cannot read: {exc.strerror or exc}") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(where, f"invalid YAML: {exc}") from None
-    doc = {} if doc is None else doc
-    if not isinstance(doc, Mapping):
-        raise ConfigError(where, "expected a mapping of world parameters at the top level")
-    specs = {spec.name: spec for spec in param_specs(WorldConfig)}
+    doc = load_yaml_mapping(file)
     values: dict[str, Any] = {}
     level = doc.get("occlusion")
     if level is not None:
         if level not in OCCLUSION_LEVELS:
             raise ConfigError(where, f"occlusion: {level!r} is not one of {list(OCCLUSION_LEVELS)}")
         values.update(OCCLUSION_LEVELS[level])
+    values.update(_coerce_world_fields(doc, where, extra_keys=("occlusion",)))
+    config = _validated_world(lambda: WorldConfig(**values), where)
+    return config.replace(**overrides) if overrides else config
+
+
+def world_with_changes(world: WorldConfig, changes: Mapping[str, Any], where: str) -> WorldConfig:
+    """``world.replace(**changes)`` for changes written in YAML (e.g. a benchmark's overrides):
+    unknown keys refused, values coerced like :func:`load_world_config` does, errors
+    ``ConfigError(where, "<field>: <problem>")``."""
+    values = _coerce_world_fields(changes, where)
+    return _validated_world(lambda: world.replace(**values) if values else world, where)
+
+
+def _coerce_world_fields(doc: Mapping[str, Any], where: str, extra_keys: Sequence[str] = ()) -> dict[str, Any]:
+    """:class:`WorldConfig` field values from a YAML mapping (``extra_keys`` are the caller's, skipped)."""
+    specs = {spec.name: spec for spec in param_specs(WorldConfig)}
+    values: dict[str, Any] = {}
     for key, raw in doc.items():
-        if key == "occlusion":
+        if key in extra_keys:
             continue
         if key not in specs:
-            raise ConfigError(where, f"{key}: unknown key; known: {sorted([*specs, 'occlusion'])}")
+            raise ConfigError(where, f"{key}: unknown key; known: {sorted([*specs, *extra_keys])}")
         if key == "dead_sensors" and isinstance(raw, list):
             raw = [str(v) for v in raw]          # indices may be written as numbers
         try:
             values[key] = specs[key].coerce(key, raw)
         except ConfigError as exc:
             raise ConfigError(where, f"{key}: {exc.problem}") from None
+    return values
+
+
+def _validated_world(build: Callable[[], WorldConfig], where: str) -> WorldConfig:
+    """``build()``, its validation errors prefixed with ``where``."""
     try:
-        config = WorldConfig(**values)
+        return build()
     except ConfigError as exc:
         raise ConfigError(where, f"{exc.where}: {exc.problem}") from None
-    return config.replace(**overrides) if overrides else config
 
 
 def _dead_sensor_onsets(entries: Sequence[str], glove: GloveModel) -> dict[int, float]:
@@ -1200,7 +1213,7 @@ def _write_bag(seq: SimSequence, path: str | os.PathLike, storage: str,
         with BagWriter(partial, storage=storage) as bag:
             bag.write(topics.TF_STATIC, convert.TF_MESSAGE, first_ns,
                       convert.tf_message(_static_transforms(seq, first_ns)), latched=True)
-            bag.write(SIM_CONFIG_TOPIC, "std_msgs/msg/String", first_ns,
+            bag.write(topics.SIM_CONFIG_TOPIC, "std_msgs/msg/String", first_ns,
                       convert.new_message("std_msgs/msg/String", data=_config_text(seq)), latched=True)
             glove_topics = [topics.hand_topic(s, topics.GLOVE_SAMPLES) for s in sides]
             truth_topics = [topics.hand_topic(s, topics.HAND_GROUND_TRUTH) for s in sides]

@@ -7,8 +7,8 @@ Input: rosbag2 directories — simulated (``avi-ht simulate``) or recorded from 
 
 1. **Synchronization exactly as live.** The glove samples (``/<side>/glove/samples``) and the
    camera frames (``/head_camera/image_raw``) are replayed through
-   :func:`avi_ht_ros.tracker.sync.replay` with a synchronizer built the way the live sync node
-   builds it (:func:`live_synchronizer`: ``SyncConfig`` + ``GravityEstimator(N, 1 /
+   :func:`avi_ht_ros.tracker.sync.replay` with the synchronizer the live sync node builds
+   (:func:`avi_ht_ros.tracker.sync.live_synchronizer`: ``SyncConfig`` + ``GravityEstimator(N, 1 /
    imu_rate_hz)``), so every IMU window is the one the live node would have published.
    The camera–glove offset is ``config.time_offset`` (``"auto"``: the simulator's true offset
    from ``/sim/config``, else the last offset the live system applied
@@ -91,7 +91,7 @@ from avi_ht_ros.common import topics
 from avi_ht_ros.common.camera import PinholeCamera
 from avi_ht_ros.common.errors import AviHtError, ConfigError
 from avi_ht_ros.common.glove_model import GloveModel
-from avi_ht_ros.common.imu import FEATURE_SETS, GravityEstimator, feature_rows
+from avi_ht_ros.common.imu import FEATURE_SETS, feature_rows
 from avi_ht_ros.common.params import param, validate_params
 from avi_ht_ros.common.paths import config_path
 from avi_ht_ros.io import convert
@@ -101,16 +101,12 @@ from avi_ht_ros.models.losses import PoseTargets
 from avi_ht_ros.tracker import sync as sync_module
 from avi_ht_ros.tracker.preprocess import (CropConfig, center_is_croppable, crop_inputs, hand_center, imu_inputs,
                                            window_dict)
-from avi_ht_ros.tracker.sync import ImuWindowSynchronizer, SyncConfig
+from avi_ht_ros.tracker.sync import SyncConfig, live_synchronizer
 from avi_ht_ros.tracker.tracker import TrackerConfig
 
 DATASET_FORMAT = "avi_ht_ros.hand_dataset"
 DATASET_VERSION = 1
 MANIFEST_NAME = "manifest.json"
-SIM_CONFIG_TOPIC = "/sim/config"
-"""Latched ``std_msgs/String`` of simulated bags (world config YAML incl. the true time offset);
-the value of ``avi_ht_ros.sim.world.SIM_CONFIG_TOPIC`` (not imported: that pulls in the whole
-simulator), checked equal by ``test/test_dataset.py``."""
 
 SHARD_ARRAYS: dict[str, str] = {
     # frame identity
@@ -234,11 +230,6 @@ def sides_from_choice(choice: str) -> tuple[str, ...]:
     return ("right", "left") if choice == "both" else (choice,)
 
 
-def live_synchronizer(config: SyncConfig, glove: GloveModel) -> ImuWindowSynchronizer:
-    """The synchronizer exactly as ``nodes/sync_node.py`` builds it (same parameters, same estimator)."""
-    return ImuWindowSynchronizer(config, glove.num_sensors, GravityEstimator(glove.num_sensors, 1.0 / config.imu_rate_hz))
-
-
 # ======================================================================================
 # Reading a bag
 # ======================================================================================
@@ -284,6 +275,12 @@ class SideStreams:
     recorded_offset_s: float | None = None
     malformed_glove_samples: int = 0
 
+    def keep_sensor_count(self, num_sensors: int) -> None:
+        """Drop (and count as malformed) glove samples without ``num_sensors`` IMUs, as the live node does."""
+        kept = [sample for sample in self.glove_samples if sample[1].shape[0] == num_sensors]
+        self.malformed_glove_samples += len(self.glove_samples) - len(kept)
+        self.glove_samples = kept
+
 
 @dataclass
 class BagStreams:
@@ -295,6 +292,14 @@ class BagStreams:
     sides: dict[str, SideStreams]
     sim_config: dict | None
     topic_counts: dict[str, int]
+    cameras: list[PinholeCamera] = field(default_factory=list)
+    """The distinct ``CameraInfo`` intrinsics of the bag, in order of appearance."""
+
+    @property
+    def sim_world(self) -> dict:
+        """The ``world`` section of the simulator's config (``{}`` for recorded bags)."""
+        world = self.sim_config.get("world") if isinstance(self.sim_config, dict) else None
+        return world if isinstance(world, dict) else {}
 
 
 def find_bags(inputs: Iterable[str | os.PathLike]) -> list[pathlib.Path]:
@@ -321,18 +326,21 @@ def find_bags(inputs: Iterable[str | os.PathLike]) -> list[pathlib.Path]:
     return unique
 
 
-def read_bag_streams(path: pathlib.Path, sides: Sequence[str], num_sensors: int) -> BagStreams:
+def read_bag_streams(path: pathlib.Path, sides: Sequence[str], num_sensors: int | None) -> BagStreams:
     """Pass 1: everything but the image pixels (image stamps are read, pixels dropped).
 
     A frame's intrinsics are the ``CameraInfo`` with the image's stamp, else the latest one
     stamped before it; frames with neither get ``None`` (counted, like the live node's
-    ``frames_without_camera_info``).
+    ``frames_without_camera_info``). Glove samples that do not decode, or (``num_sensors``
+    given) lack ``num_sensors`` IMUs, are dropped and counted (``malformed_glove_samples``);
+    with ``num_sensors=None`` call :meth:`SideStreams.keep_sensor_count` once the glove is known.
     """
     counts = {topic: count for topic, (_type, count) in bag_topics(path).items()}
     glove_topics = {topics.hand_topic(s, topics.GLOVE_SAMPLES): s for s in sides}
     truth_topics = {topics.hand_topic(s, topics.HAND_GROUND_TRUTH): s for s in sides}
     offset_topics = {topics.hand_topic(s, topics.TIME_OFFSET): s for s in sides}
-    wanted = [topics.IMAGE, topics.CAMERA_INFO, SIM_CONFIG_TOPIC, *glove_topics, *truth_topics, *offset_topics]
+    wanted = [topics.IMAGE, topics.CAMERA_INFO, topics.SIM_CONFIG_TOPIC,
+              *glove_topics, *truth_topics, *offset_topics]
     streams = BagStreams(path=path, camera_stamps_ns=[], camera_of_frame=[], sides={s: SideStreams() for s in sides},
                          sim_config=None, topic_counts=counts)
     cameras: dict[tuple, PinholeCamera] = {}
@@ -346,25 +354,21 @@ def read_bag_streams(path: pathlib.Path, sides: Sequence[str], num_sensors: int)
             key = (int(msg.width), int(msg.height), tuple(np.asarray(msg.k, float)), tuple(np.asarray(msg.d, float)))
             if key not in cameras:
                 cameras[key] = PinholeCamera.from_camera_info(msg, where=f"{path}: {topics.CAMERA_INFO}")
+                streams.cameras.append(cameras[key])
             info_stamps.append(convert.stamp_ns_of(msg.header.stamp))
             info_cameras.append(cameras[key])
         elif topic in glove_topics:
             side = streams.sides[glove_topics[topic]]
             try:
-                sample = convert.glove_arrays_from_msg(msg)
+                side.glove_samples.append(convert.glove_arrays_from_msg(msg))
             except ValueError:
                 side.malformed_glove_samples += 1
-                continue
-            if sample[1].shape[0] != num_sensors:  # the live node drops these too
-                side.malformed_glove_samples += 1
-                continue
-            side.glove_samples.append(sample)
         elif topic in truth_topics:
             streams.sides[truth_topics[topic]].ground_truth[convert.stamp_ns_of(msg.header.stamp)] = \
                 GroundTruthFrame.from_msg(msg)
         elif topic in offset_topics:
             streams.sides[offset_topics[topic]].recorded_offset_s = float(msg.offset_s)
-        elif topic == SIM_CONFIG_TOPIC:
+        elif topic == topics.SIM_CONFIG_TOPIC:
             try:
                 streams.sim_config = yaml.safe_load(msg.data)
             except yaml.YAMLError:
@@ -374,6 +378,9 @@ def read_bag_streams(path: pathlib.Path, sides: Sequence[str], num_sensors: int)
     for stamp in streams.camera_stamps_ns:
         position = int(np.searchsorted(sorted_stamps, stamp, side="right")) - 1
         streams.camera_of_frame.append(info_cameras[int(order[position])] if position >= 0 else None)
+    if num_sensors is not None:
+        for side_streams in streams.sides.values():
+            side_streams.keep_sensor_count(num_sensors)
     return streams
 
 
@@ -381,8 +388,8 @@ def resolve_time_offset(streams: BagStreams, side: str, setting: str | float) ->
     """``(offset_s, source)`` for one side: the configured value, or the ``auto`` rule (module doc)."""
     if setting != "auto":
         return float(setting), "configured"
-    world = (streams.sim_config or {}).get("world") if isinstance(streams.sim_config, dict) else None
-    if isinstance(world, dict) and isinstance(world.get("time_offset_s"), (int, float)):
+    world = streams.sim_world
+    if isinstance(world.get("time_offset_s"), (int, float)):
         return float(world["time_offset_s"]), "sim_config"
     recorded = streams.sides[side].recorded_offset_s
     if recorded is not None and math.isfinite(recorded):

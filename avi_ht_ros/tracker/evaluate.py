@@ -1,9 +1,9 @@
 """Evaluation of hand-tracking models exactly as they run live (``avi-ht eval``).
 
 Every model is run through the same code as the fusion node: each recorded (or simulated)
-sequence is replayed through :func:`avi_ht_ros.tracker.sync.replay` (one
-:class:`~avi_ht_ros.tracker.sync.ImuWindowSynchronizer` with the online gravity estimator per
-hand) and every synchronized frame goes through the online
+sequence is replayed through :func:`avi_ht_ros.tracker.sync.replay` (one synchronizer per
+hand, built by :func:`avi_ht_ros.tracker.sync.live_synchronizer` like the sync node's) and
+every synchronized frame goes through the online
 :class:`~avi_ht_ros.tracker.tracker.HandTracker` — crops follow the tracker's *previous
 estimate*, never the ground truth; the recurrent state is carried and reset as live.
 
@@ -53,11 +53,10 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
-import yaml
-from scipy.spatial.transform import Rotation
 
 from avi_ht_ros.common import topics
 from avi_ht_ros.common.camera import PinholeCamera
+from avi_ht_ros.common.config_file import load_yaml_mapping
 from avi_ht_ros.common.errors import AviHtError, ConfigError
 from avi_ht_ros.common.glove_model import GloveModel
 from avi_ht_ros.common.hand_model import (
@@ -68,13 +67,13 @@ from avi_ht_ros.common.hand_model import (
     NUM_LANDMARKS,
     forward_kinematics_numpy,
 )
-from avi_ht_ros.common.imu import GravityEstimator, ImuStatus
+from avi_ht_ros.common.imu import ImuStatus
 from avi_ht_ros.common.paths import config_path
 from avi_ht_ros.models.ekf import EkfConfig, JointAngleEkf
 from avi_ht_ros.models.interface import HandPoseModel
 from avi_ht_ros.tracker import metrics as M
 from avi_ht_ros.tracker.preprocess import window_dict
-from avi_ht_ros.tracker.sync import ImuWindow, ImuWindowSynchronizer, SyncConfig, SyncStats, replay
+from avi_ht_ros.tracker.sync import ImuWindow, SyncConfig, SyncStats, live_synchronizer, replay
 from avi_ht_ros.tracker.tracker import (
     TRACKING_DEGRADED,
     TRACKING_IMU_ONLY,
@@ -296,18 +295,11 @@ def load_benchmark_config(path: str | os.PathLike | None = None) -> BenchmarkCon
 
     Errors raise ``ConfigError("<file>", "<key>: <problem>")``.
     """
-    from avi_ht_ros.sim.world import OCCLUSION_LEVELS, load_world_config
+    from avi_ht_ros.sim.world import OCCLUSION_LEVELS, load_world_config, world_with_changes
 
     file = config_path(DEFAULT_BENCHMARK_FILE if path is None else str(path))
     where = str(file)
-    try:
-        doc = yaml.safe_load(pathlib.Path(file).read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(where, f"cannot read: {exc.strerror or exc}") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(where, f"invalid YAML: {exc}") from None
-    if not isinstance(doc, Mapping):
-        raise ConfigError(where, "expected a mapping at the top level")
+    doc = load_yaml_mapping(file)
     known = {"name", "seed", "world", "world_overrides", "sequences", "metrics", "sensitivity"}
     for key in doc:
         if key not in known:
@@ -322,7 +314,7 @@ def load_benchmark_config(path: str | os.PathLike | None = None) -> BenchmarkCon
         overrides = doc.get("world_overrides") or {}
         if not isinstance(overrides, Mapping):
             raise ConfigError(where, "world_overrides: must be a mapping of WorldConfig fields")
-        world = _replace_world(world, dict(overrides), f"{where}: world_overrides")
+        world = world_with_changes(world, dict(overrides), f"{where}: world_overrides")
     except ConfigError as exc:
         if exc.where.startswith(where):
             raise
@@ -348,7 +340,7 @@ def load_benchmark_config(path: str | os.PathLike | None = None) -> BenchmarkCon
                 raise ConfigError(where, f"{key}.sides: must be a list of {list(topics.SIDES)}, got {sides!r}")
             sides = tuple(sides)
         group = BenchmarkGroup(count=count, occlusion=occlusion, sides=sides, overrides=tuple(sorted(item.items())))
-        _replace_world(world, dict(group.overrides), f"{where}: {key}")  # validate now
+        world_with_changes(world, dict(group.overrides), f"{where}: {key}")  # validate now
         groups.append(group)
     metrics_doc = doc.get("metrics") or {}
     sensitivity = doc.get("sensitivity") or {}
@@ -382,30 +374,11 @@ def load_benchmark_config(path: str | os.PathLike | None = None) -> BenchmarkCon
                            ablation_groups=ablation_groups, ablation_mode=mode, source=where)
 
 
-def _replace_world(world, changes: dict, where: str):
-    """``world.replace(**changes)`` with errors naming ``where`` (lists → tuples, unknown keys refused)."""
-    from avi_ht_ros.common.params import param_specs
-
-    specs = {spec.name: spec for spec in param_specs(type(world))}
-    values = {}
-    for key, raw in changes.items():
-        if key not in specs:
-            raise ConfigError(where, f"{key}: not a WorldConfig field; known: {sorted(specs)}")
-        if key == "dead_sensors" and isinstance(raw, list):
-            raw = [str(v) for v in raw]
-        try:
-            values[key] = specs[key].coerce(key, raw)
-        except ConfigError as exc:
-            raise ConfigError(where, f"{key}: {exc.problem}") from None
-    try:
-        return world.replace(**values) if values else world
-    except ConfigError as exc:
-        raise ConfigError(where, f"{exc.where}: {exc.problem}") from None
-
-
 def benchmark_sequences(config: BenchmarkConfig, seed: int | None = None,
                         overrides: WorldOverrides = WorldOverrides()) -> list[SequenceSpec]:
     """The sequences of a benchmark: sequence ``i`` (over the groups, in order) has seed ``seed + i``."""
+    from avi_ht_ros.sim.world import world_with_changes
+
     first = config.seed if seed is None else int(seed)
     if first < 0:
         raise ConfigError("seed", f"must be >= 0, got {first}")
@@ -414,7 +387,7 @@ def benchmark_sequences(config: BenchmarkConfig, seed: int | None = None,
     for group in config.groups:
         occlusion = overrides.occlusion or group.occlusion
         world = config.world.with_occlusion(occlusion) if occlusion else config.world
-        world = _replace_world(world, dict(group.overrides), f"{config.source}: sequences")
+        world = world_with_changes(world, dict(group.overrides), f"{config.source}: sequences")
         if group.sides is not None:
             world = world.replace(sides=group.sides)
         world = overrides.apply(world)
@@ -585,13 +558,17 @@ def load_bag_sequence(path: str | os.PathLike, glove: GloveModel | None = None,
                       time_offset_s: float | None = None) -> EvalSequence:
     """A recorded rosbag2 with the live topics and ``HandGroundTruth`` per hand.
 
-    The glove layout and camera–glove offset come from the simulator's ``/sim/config`` topic
-    when present, else from ``glove`` (default: the reference glove) and ``time_offset_s``
-    (default 0). Frames without ground truth are tracked but not scored.
+    The streams are read by the dataset builder's reader
+    (:func:`avi_ht_ros.tracker.dataset.read_bag_streams`: malformed glove samples and those
+    with another IMU count are dropped and counted, as the live node does), the images in a
+    second pass. The glove layout and camera–glove offset come from the simulator's
+    ``/sim/config`` topic when present, else from ``glove`` (default: the reference glove)
+    and ``time_offset_s`` (default 0); the camera is the bag's first ``CameraInfo``. Frames
+    without (finite) ground truth are tracked but not scored.
     """
     from avi_ht_ros.io import convert
     from avi_ht_ros.io.bag import bag_topics, read_messages
-    from avi_ht_ros.sim.world import SIM_CONFIG_TOPIC
+    from avi_ht_ros.tracker.dataset import read_bag_streams
 
     path = pathlib.Path(path)
     available = bag_topics(path)
@@ -601,41 +578,27 @@ def load_bag_sequence(path: str | os.PathLike, glove: GloveModel | None = None,
         raise AviHtError(f"{path}: needs {topics.IMAGE}, {topics.CAMERA_INFO} and, for at least one hand, "
                          f"/<side>/{topics.GLOVE_SAMPLES} and /<side>/{topics.HAND_GROUND_TRUTH}; "
                          f"has {sorted(available)}")
-    world_doc: dict = {}
-    camera = None
-    images: list[np.ndarray] = []
-    stamps: list[int] = []
-    glove_topics = {topics.hand_topic(s, topics.GLOVE_SAMPLES): s for s in sides}
-    truth_topics = {topics.hand_topic(s, topics.HAND_GROUND_TRUTH): s for s in sides}
-    glove_rows: dict[str, list] = {s: [] for s in sides}
-    truths: dict[str, dict[int, Any]] = {s: {} for s in sides}
-    wanted = [topics.IMAGE, topics.CAMERA_INFO, SIM_CONFIG_TOPIC, *glove_topics, *truth_topics]
-    for message in read_messages(path, wanted):
-        if message.topic == topics.IMAGE:
-            stamps.append(convert.stamp_ns_of(message.msg.header.stamp))
-            images.append(np.array(convert.image_from_msg(message.msg)))
-        elif message.topic == topics.CAMERA_INFO:
-            if camera is None:
-                camera = PinholeCamera.from_camera_info(message.msg, where=f"{path}: {topics.CAMERA_INFO}")
-        elif message.topic == SIM_CONFIG_TOPIC:
-            world_doc = (yaml.safe_load(message.msg.data) or {}).get("world", {})
-        elif message.topic in glove_topics:
-            glove_rows[glove_topics[message.topic]].append(convert.glove_arrays_from_msg(message.msg))
-        else:
-            side = truth_topics[message.topic]
-            truths[side][convert.stamp_ns_of(message.msg.header.stamp)] = message.msg
-    if camera is None or not images:
+    streams = read_bag_streams(path, sides, None if glove is None else glove.num_sensors)
+    world_doc = streams.sim_world
+    if not streams.cameras or not streams.camera_stamps_ns:
         raise AviHtError(f"{path}: no camera frames")
+    camera = streams.cameras[0]
     if glove is None:
         glove = GloveModel.from_yaml(config_path(world_doc.get("glove_config", "glove_12imu.yaml")))
+        for side_streams in streams.sides.values():
+            side_streams.keep_sensor_count(glove.num_sensors)
     offset = float(world_doc.get("time_offset_s", 0.0)) if time_offset_s is None else float(time_offset_s)
-    order = np.argsort(np.asarray(stamps, np.int64), kind="stable")
-    stamps_ns = np.asarray(stamps, np.int64)[order]
+    images = [np.array(convert.image_from_msg(m.msg)) for m in read_messages(path, [topics.IMAGE])]
+    if len(images) != len(streams.camera_stamps_ns):
+        raise AviHtError(f"{path}: {len(images)} images but {len(streams.camera_stamps_ns)} image stamps")
+    order = np.argsort(np.asarray(streams.camera_stamps_ns, np.int64), kind="stable")
+    stamps_ns = np.asarray(streams.camera_stamps_ns, np.int64)[order]
     images = [images[i] for i in order]
     frames = len(stamps_ns)
     hands = {}
     for side in sides:
-        rows = glove_rows[side]
+        side_streams = streams.sides[side]
+        rows = side_streams.glove_samples
         if not rows:
             continue
         glove_data = GloveData(np.array([r[0] for r in rows], np.int64), np.stack([r[1] for r in rows]),
@@ -649,17 +612,16 @@ def load_bag_sequence(path: str | os.PathLike, glove: GloveModel | None = None,
         valid = np.zeros(frames, bool)
         scales = []
         for k, stamp in enumerate(stamps_ns):
-            msg = truths[side].get(int(stamp))
-            if msg is None:
+            truth = side_streams.ground_truth.get(int(stamp))
+            if truth is None or not truth.is_finite:
                 continue
-            pose = convert.hand_pose_arrays_from_msg(msg.pose)
-            landmarks[k] = pose["landmarks"]
-            angles[k] = pose["joint_angles"]
-            rotations[k] = Rotation.from_quat(pose["wrist_rotation_xyzw"]).as_matrix()
-            translations[k] = pose["wrist_position"]
-            occlusion[k] = float(msg.occlusion_ratio)
-            activity[k] = str(msg.activity)
-            scales.append(pose["hand_scale"])
+            landmarks[k] = truth.landmarks
+            angles[k] = truth.joint_angles
+            rotations[k] = truth.wrist_rotation
+            translations[k] = truth.wrist_translation
+            occlusion[k] = truth.occlusion_ratio
+            activity[k] = truth.activity
+            scales.append(truth.hand_scale)
             valid[k] = True
         hands[side] = HandTrack(side=side, hand_scale=float(np.median(scales)) if scales else 1.0,
                                 truth=M.HandPoses(landmarks, angles, rotations, translations), truth_valid=valid,
@@ -673,7 +635,8 @@ def load_bag_sequence(path: str | os.PathLike, glove: GloveModel | None = None,
                 for i, (side, data) in enumerate(nominal.items())}
 
     info = {"bag": str(path), "sides": list(hands), "time_offset_s": offset,
-            "simulated": bool(world_doc), "hand_scales": {s: h.hand_scale for s, h in hands.items()}}
+            "simulated": bool(world_doc), "hand_scales": {s: h.hand_scale for s, h in hands.items()},
+            "malformed_glove_samples": {s: streams.sides[s].malformed_glove_samples for s in hands}}
     return EvalSequence(name=path.name, camera=camera, glove_model=glove, stamps_ns=stamps_ns, images=images,
                         hands=hands, time_offset_s=offset, info=info, nominal_noise_scale=0.0,
                         glove_variant=glove_variant)
@@ -821,8 +784,7 @@ def synchronize(glove: GloveData, glove_model: GloveModel, stamps_ns: np.ndarray
     """
     config = SyncConfig(**{**dict(overrides or {}), "window_length": int(window_length),
                            "imu_rate_hz": float(glove_model.sample_rate_hz), "time_offset_s": float(time_offset_s)})
-    synchronizer = ImuWindowSynchronizer(config, glove_model.num_sensors,
-                                         GravityEstimator(glove_model.num_sensors, 1.0 / config.imu_rate_hz))
+    synchronizer = live_synchronizer(config, glove_model)
     frames = [(int(s), k) for k, s in enumerate(stamps_ns)]
     results = replay(glove.samples(), frames, synchronizer)
     return [(int(r.payload), r.window) for r in results], synchronizer.stats
@@ -1384,6 +1346,19 @@ def summary_table(data: dict) -> str:
     return "\n".join(lines)
 
 
+def _breakdown_rows(tables: Mapping[str, Mapping], columns: Sequence[str], methods: Mapping[str, dict]
+                    ) -> list[list[str]]:
+    """Rows ``[method, metric, value per column]`` of a per-method breakdown (occlusion bins, activities):
+    MKPE, MKPE.T and F.MKPE.T; no absolute MKPE for root-relative methods."""
+    rows = []
+    for name, table in tables.items():
+        for label, key in (("MKPE", "mkpe_mm"), ("MKPE.T", "mkpe_t_mm"), ("F.MKPE.T", "f_mkpe_t_mm")):
+            if key == "mkpe_mm" and methods[name]["root_relative"]:
+                continue
+            rows.append([name, label] + [_fmt(table[column][key]) for column in columns])
+    return rows
+
+
 def _markdown(results: EvalResults, data: dict, files: dict[str, pathlib.Path]) -> str:
     methods = data["methods"]
     overall = data["overall"]
@@ -1450,12 +1425,7 @@ def _markdown(results: EvalResults, data: dict, files: dict[str, pathlib.Path]) 
     first = next(iter(data["occlusion_bins"].values()), None)
     if first:
         header = ["method", "metric"] + [f"{b} ({first[b]['frames']} fr.)" for b in bins]
-        rows = []
-        for name, table in data["occlusion_bins"].items():
-            for label, key in (("MKPE", "mkpe_mm"), ("MKPE.T", "mkpe_t_mm"), ("F.MKPE.T", "f_mkpe_t_mm")):
-                if key == "mkpe_mm" and methods[name]["root_relative"]:
-                    continue
-                rows.append([name, label] + [_fmt(table[b][key]) for b in bins])
+        rows = _breakdown_rows(data["occlusion_bins"], bins, methods)
         for name, weights in data.get("vision_weight_by_occlusion", {}).items():
             rows.append([name, "vision weight"] + [_fmt(weights[b], "{:.3f}") for b in bins])
         lines += [_markdown_table(header, rows), ""]
@@ -1465,13 +1435,7 @@ def _markdown(results: EvalResults, data: dict, files: dict[str, pathlib.Path]) 
         lines += ["## By activity", ""]
         first = next(iter(data["activities"].values()))
         header = ["method", "metric"] + [f"{a} ({first[a]['frames']})" for a in activities]
-        rows = []
-        for name, table in data["activities"].items():
-            for label, key in (("MKPE", "mkpe_mm"), ("MKPE.T", "mkpe_t_mm"), ("F.MKPE.T", "f_mkpe_t_mm")):
-                if key == "mkpe_mm" and methods[name]["root_relative"]:
-                    continue
-                rows.append([name, label] + [_fmt(table[a][key]) for a in activities])
-        lines += [_markdown_table(header, rows), ""]
+        lines += [_markdown_table(header, _breakdown_rows(data["activities"], activities, methods)), ""]
 
     lines += ["## Joint-angle error per DoF (AVI-HT Fig. 4)", "",
               f"![joint angle error]({files['fig4'].name})", ""]

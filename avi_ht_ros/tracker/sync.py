@@ -18,17 +18,24 @@ counted in :class:`SyncStats`.
 
 Stamps are integer nanoseconds. ``time_offset_s`` maps glove time to camera
 time: ``t_camera = t_glove + time_offset_s``.
+
+:func:`live_synchronizer` is *the* construction (config + online gravity estimator) that the
+sync node, the dataset builder and the evaluation all call.
 """
 from __future__ import annotations
 
 import collections
 import dataclasses
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
 from avi_ht_ros.common.errors import ConfigError
+from avi_ht_ros.common.imu import GravityEstimator
 from avi_ht_ros.common.params import param, validate_params
+
+if TYPE_CHECKING:
+    from avi_ht_ros.common.glove_model import GloveModel
 
 STATUS_OK = 0
 STATUS_DEAD = 3  # also marks padded (missing) samples in a window
@@ -305,6 +312,17 @@ class ImuWindowSynchronizer:
         return ImuWindow(camera_stamp_ns=camera_ns, accel=accel, gyro=gyro, gravity_up=gravity,
                          status=status, stamps_ns=stamps, valid=valid,
                          time_offset_s=self.time_offset_s, state=state)
+
+
+def live_synchronizer(config: SyncConfig, glove: "GloveModel") -> ImuWindowSynchronizer:
+    """The synchronizer of the live sync node for ``glove``: ``config`` and an online
+    :class:`~avi_ht_ros.common.imu.GravityEstimator` per IMU at the config's sample period.
+
+    The sync node, the dataset builder and the evaluation build theirs with this function,
+    so training data, evaluation and the live system see the same windows.
+    """
+    estimator = GravityEstimator(glove.num_sensors, 1.0 / config.imu_rate_hz)
+    return ImuWindowSynchronizer(config, glove.num_sensors, estimator)
 
 
 def replay(glove_samples: list[tuple[int, np.ndarray, np.ndarray, np.ndarray]],
