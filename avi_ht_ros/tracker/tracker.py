@@ -101,7 +101,10 @@ class HandTracker:
             length = self.model.config.imu_encoder.window_length
             return torch.zeros(1, length, rows, 3), torch.zeros(1, length, rows, dtype=torch.bool), False
         features, valid = imu_inputs(window, self.glove, self.feature_set)
-        usable = np.isin(window["status"], (STATUS_OK, STATUS_STALE, STATUS_SATURATED))
+        # non-finite values are unusable whatever their status says (imu_inputs masks them too)
+        finite = np.isfinite(window["accel"]).all(-1) & np.isfinite(window["gyro"]).all(-1) \
+            & np.isfinite(window["gravity_up"]).all(-1)
+        usable = np.isin(window["status"], (STATUS_OK, STATUS_STALE, STATUS_SATURATED)) & finite
         degraded = bool(window.get("window_state", 0)) or not usable.all()
         return (torch.from_numpy(np.ascontiguousarray(features))[None],
                 torch.from_numpy(np.ascontiguousarray(valid))[None], degraded)
