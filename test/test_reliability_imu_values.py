@@ -24,7 +24,7 @@ from rclpy.parameter import Parameter
 
 from avi_ht_ros.common.camera import default_sim_camera
 from avi_ht_ros.common.glove_model import GloveModel
-from avi_ht_ros.common.imu import GravityEstimator, ImuStatus
+from avi_ht_ros.common.imu import ImuStatus
 from avi_ht_ros.driver.health import SensorHealthMonitor, zero_unusable
 from avi_ht_ros.driver.protocol import (HAND_RIGHT, SENSOR_FLAG_DATA_ERROR, SENSOR_FLAG_NOT_RESPONDING,
                                         SENSOR_FLAG_NOT_UPDATED, GloveFrame)
@@ -35,7 +35,7 @@ from avi_ht_ros.models.config import ModelConfig
 from avi_ht_ros.models.factory import build_model
 from avi_ht_ros.msg import GloveSample, HandPose, SyncedFrame
 from avi_ht_ros.nodes import base
-from avi_ht_ros.tracker.sync import ImuWindowSynchronizer, SyncConfig
+from avi_ht_ros.tracker.sync import SyncConfig, live_synchronizer
 from avi_ht_ros.tracker.tracker import (TRACKING_DEGRADED, TRACKING_IMU_ONLY, TRACKING_LOST, TRACKING_OK,
                                         TRACKING_VISION_ONLY, HandTracker, TrackerConfig)
 from reliability_log import record
@@ -170,7 +170,7 @@ def chain_estimate(model, fault=None, samples: int = 40):
     glove = GloveModel.reference()
     rng = np.random.default_rng(1)
     health = SensorHealthMonitor(N)
-    sync = ImuWindowSynchronizer(SyncConfig(), N, GravityEstimator(N, 1 / 200))
+    sync = live_synchronizer(SyncConfig(), glove)
     for k in range(samples):
         accel, gyro = clean_sample(rng)
         flags = np.zeros(N, np.uint8)
