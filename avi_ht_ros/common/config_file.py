@@ -25,6 +25,8 @@ def load_yaml_mapping(path: str | os.PathLike, where: str | None = None) -> dict
         raise ConfigError(where, f"cannot read: {exc.strerror or exc}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(where, f"not valid YAML: {exc}") from None
+    except UnicodeDecodeError as exc:  # a binary file: would escape as a traceback otherwise
+        raise ConfigError(where, f"not UTF-8 text (byte {exc.start}: {exc.reason})") from None
     if data is None:
         return {}
     if not isinstance(data, dict):

@@ -26,6 +26,9 @@ from avi_ht_ros.common.errors import AviHtError, ConfigError
 from avi_ht_ros.models.config import ModelConfig, config_to_dict, model_config_from_dict
 from avi_ht_ros.models.interface import HandPoseModel
 
+# How torch's weights-only unpickler reports bytes that are not a pickle at all.
+_CORRUPT_PICKLE = ("Unsupported operand", "invalid load key", "pickle data was truncated", "could not find MARK")
+
 CHECKPOINT_FORMAT = "avi_ht_ros.model_checkpoint"
 CHECKPOINT_VERSION = 1
 
@@ -98,14 +101,18 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
     except FileNotFoundError as exc:
         raise CheckpointError(where, "no such file") from exc
     except pickle.UnpicklingError as exc:
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()] or [type(exc).__name__]
+        corrupt = [line for line in lines if line.startswith(_CORRUPT_PICKLE)]
+        if corrupt:  # bytes that are no pickle at all, not a payload: say so rather than "refused"
+            raise CheckpointError(where, f"not a readable torch checkpoint (corrupt?): {corrupt[0]}") from exc
+        reason = next((line for line in lines if "GLOBAL" in line or "Unsupported" in line), lines[-1])
         raise CheckpointError(
             where,
             "refused: not a weights-only checkpoint (it pickles objects other than tensors and plain "
-            f"containers, which could run code on load) — {first_line}",
+            f"containers, which could run code on load) — {reason}",
         ) from exc
-    except (RuntimeError, EOFError, OSError, ValueError) as exc:
-        raise CheckpointError(where, f"not a readable torch checkpoint: {exc}") from exc
+    except Exception as exc:  # noqa: BLE001 - whatever torch.load raises on foreign bytes (KeyError on text, ...)
+        raise CheckpointError(where, f"not a readable torch checkpoint: {type(exc).__name__}: {exc}") from exc
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(where, f"not an {CHECKPOINT_FORMAT} file (missing or wrong 'format' field)")
     if payload.get("version") != CHECKPOINT_VERSION:

@@ -11,6 +11,7 @@ traceback. ``avi-ht params`` prints the same metadata as the README tables.
 from __future__ import annotations
 
 import math
+import os
 import sys
 import time
 from typing import Any, Callable
@@ -146,7 +147,9 @@ def run_node(make_node: Callable[[], Node], args: list[str] | None = None,
     except (KeyboardInterrupt, ExternalShutdownException):
         return 0
     except AviHtError as exc:
-        print(f"[{getattr(node, 'get_name', lambda: 'avi_ht_ros')()}] error: {exc}", file=sys.stderr)
+        # a node that failed to start has no name yet: name the executable instead
+        name = node.get_name() if node is not None else os.path.basename(sys.argv[0] or "avi_ht_ros")
+        print(f"[{name}] error: {exc}", file=sys.stderr)
         return 2
     finally:
         if node is not None:
