@@ -110,6 +110,17 @@ def read_messages(path: str | pathlib.Path, topics: Iterable[str] | None = None)
                              reader.deserialize(raw, connection.msgtype))
 
 
+def read_serialized(path: str | pathlib.Path, topics: Iterable[str]) -> Iterator[tuple[str, str, int, bytes]]:
+    """``(topic, msgtype, log_time_ns, CDR bytes)`` of ``topics`` in log-time order, not decoded."""
+    wanted = set(topics)
+    with _reader(path) as reader:
+        connections = [c for c in reader.connections if c.topic in wanted]
+        if not connections:
+            return
+        for connection, log_time, raw in reader.messages(connections=connections):
+            yield connection.topic, connection.msgtype, log_time, raw
+
+
 def _reader(path: str | pathlib.Path) -> AnyReader:
     path = pathlib.Path(path)
     if not path.exists():

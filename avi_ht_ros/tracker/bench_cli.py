@@ -6,6 +6,8 @@ that target runs). Each ``run(args) -> int`` prints its own table.
 
 ``avi-ht bench retarget``: :mod:`avi_ht_ros.retarget.bench` (its arguments and table).
 
+``avi-ht bench graph``: :mod:`avi_ht_ros.graph_bench` (the node processes on a simulated scenario).
+
 ``avi-ht bench model``: per-frame latency (p50/p99) of the fusion model and the vision-only
 baseline, timed interleaved in the same process on one thread
 (:func:`avi_ht_ros.models.bench.benchmark_models`), and the fused/vision-only ratio.
@@ -76,12 +78,29 @@ def _run_retarget(args: argparse.Namespace) -> int:
     return bench.run(args)
 
 
+# -- bench graph -------------------------------------------------------------------------------
+
+def _graph_arguments(parser: argparse.ArgumentParser) -> None:
+    from avi_ht_ros import graph_bench
+
+    graph_bench.add_arguments(parser)
+
+
+def _run_graph(args: argparse.Namespace) -> int:
+    from avi_ht_ros import graph_bench
+
+    return graph_bench.run(args)
+
+
 BENCHMARKS: dict[str, Benchmark] = {
     "model": Benchmark("per-frame latency of the fusion model vs the vision-only baseline (p50/p99, ratio)",
                        _model_arguments, _run_model),
     "retarget": Benchmark("our retargeter vs dex-retargeting (vector, DexPilot) on the same hand and targets: "
                           "time p50/p99, task-vector error, pinch, smoothness, limit violations",
                           _retarget_arguments, _run_retarget),
+    "graph": Benchmark("the live node graph on a simulated scenario: latency camera stamp -> pose (p50/p99) and per "
+                       "stage, pose rate vs camera rate, dropped frames, CPU and RSS per node",
+                       _graph_arguments, _run_graph),
 }
 
 

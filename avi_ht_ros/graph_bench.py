@@ -1,0 +1,236 @@
+"""``avi-ht bench graph``: the live node graph on a simulated scenario — latency, rates, drops, CPU.
+
+The real node processes of ``sim.launch.py`` (:func:`avi_ht_ros.graph.sim_graph`: simulated
+camera at 60 Hz, simulated glove at 200 Hz through its serial protocol over a
+pseudo-terminal, synchronizer, fusion, retargeting) run in their own ROS domain; an
+in-process probe (:class:`avi_ht_ros.nodes.graph_probe.GraphProbe`) receives the camera
+infos, synchronized frames, hand poses, joint commands and glove samples. After start-up
+and ``--warmup`` seconds, ``--duration`` seconds are measured:
+
+* latency per stage and end to end (camera acquisition stamp → hand pose / joint command
+  received; :func:`avi_ht_ros.live_stats.stage_latencies`), p50/p90/p99/max;
+* rates (camera, glove, synchronized frames, poses, commands) and the frames that produced
+  no pose, with the synchronizer's and the fusion node's own drop counters;
+* CPU % (of one core, from ``/proc/<pid>/stat``) and RSS of every node process.
+
+``--glove-latency`` defaults to 0 here: the synchronizer must wait for the glove sample of a
+frame's instant, so any glove data age adds to the end-to-end latency by construction
+(``avi-ht demo`` runs with one, to show the online offset estimate).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+from avi_ht_ros.common import topics
+from avi_ht_ros.common.errors import ConfigError
+from avi_ht_ros.live_stats import (STAGES, ProcessSampler, format_table, latency_stats, load_average,
+                                   stage_latencies)
+
+DEFAULT_SCENARIO_SEED = 5001
+DEFAULT_SCENARIO_DURATION_S = 10.0
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--duration", type=float, default=20.0, help="measured seconds (default 20)")
+    parser.add_argument("--warmup", type=float, default=3.0, help="seconds after the first poses before measuring")
+    parser.add_argument("--model", default=None, help="fusion checkpoint (default: the shipped models/avi_ht.pt)")
+    parser.add_argument("--scenario", default=None, metavar="BAG", help="an `avi-ht simulate` bag to replay "
+                        "(default: a cached 10 s medium-occlusion scenario, seed 5001)")
+    parser.add_argument("--side", choices=topics.SIDES, default="right", help="gloved hand (default right)")
+    parser.add_argument("--glove-latency", type=float, default=0.0,
+                        help="simulated glove data age, s (adds to the latency by construction; default 0)")
+    parser.add_argument("--startup-timeout", type=float, default=240.0, help="longest wait for the first poses, s")
+    parser.add_argument("--json", default=None, metavar="PATH", help="also write the figures as JSON")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _delta(end: dict | None, start: dict | None, key: str) -> float:
+    try:
+        return float((end or {}).get(key, "nan")) - float((start or {}).get(key, 0) if start else 0)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+def run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from avi_ht_ros import demo
+    from avi_ht_ros.graph import GraphProcesses, sim_graph
+
+    if args.duration <= 0 or args.warmup < 0:
+        raise ConfigError("bench graph", "need --duration > 0 and --warmup >= 0")
+    if not 0.0 <= args.glove_latency <= 0.5:
+        raise ConfigError("--glove-latency", f"must be in [0, 0.5] s, got {args.glove_latency}")
+    model = demo.check_checkpoint(args.model or demo.default_model("avi_ht.pt"), "--model")
+    progress = not args.no_progress
+    if args.scenario:
+        bag = pathlib.Path(args.scenario).resolve()
+    else:
+        bag, _ = demo.scenario_bag(DEFAULT_SCENARIO_DURATION_S, DEFAULT_SCENARIO_SEED, "medium", args.side,
+                                   progress=progress)
+    scenario = demo.scenario_info(bag)
+    domain_id = demo.choose_domain_id()
+    env = demo.graph_environment(domain_id)
+    os.environ["ROS_DOMAIN_ID"] = str(domain_id)
+    os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    from avi_ht_ros.nodes.graph_probe import GraphProbe
+
+    logs = pathlib.Path(tempfile.mkdtemp(prefix="avi_ht_bench_graph_"))
+    probe = GraphProbe(args.side, timing=True)
+    graph = GraphProcesses(sim_graph(bag, args.side, model_path=model, glove_latency_s=args.glove_latency), logs, env)
+
+    def check() -> None:
+        if graph.failed():
+            raise demo.DemoFailed(f"node(s) exited: {', '.join(graph.failed())}")
+
+    codes: dict[str, int] = {}
+    try:
+        started = time.monotonic()
+        graph.start()
+        print(f"[bench graph] {len(graph.specs)} node processes (ROS_DOMAIN_ID {domain_id}, logs {logs}); "
+              f"scenario {bag} ({scenario.duration_s:.1f} s loop)", file=sys.stderr)
+        if not probe.spin_until(lambda: len(probe.poses) >= 10, args.startup_timeout, check):
+            raise demo.DemoFailed(f"no hand poses within {args.startup_timeout:.0f} s (logs: {logs})")
+        startup_s = time.monotonic() - started
+        probe.spin_until(lambda: False, args.warmup, check)
+        before = {name: {**status.values, "_receive_ns": status.receive_ns}
+                  for name, status in probe.diagnostics.items()}
+        probe.clear()
+        sampler = ProcessSampler({s.executable: p.pid for s, p in zip(graph.specs, graph.processes)}).start()
+        t0_ns = time.time_ns()
+        bar = tqdm(total=args.duration, desc="bench graph", unit="s", disable=not progress, file=sys.stderr,
+                   dynamic_ncols=True, bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} s")
+        shown = [0.0]
+
+        def tick() -> None:
+            elapsed = (time.time_ns() - t0_ns) / 1e9
+            if elapsed - shown[0] >= 0.5:
+                bar.update(min(elapsed, args.duration) - shown[0])
+                shown[0] = min(elapsed, args.duration)
+
+        try:
+            probe.spin_until(lambda: time.time_ns() - t0_ns >= args.duration * 1e9, args.duration + 5.0, check, tick)
+        finally:
+            bar.close()
+        measured_s = (time.time_ns() - t0_ns) / 1e9
+        usage = sampler.sample()
+        probe.recording = False
+        probe.spin_for(1.2)                      # the next diagnostics (1 Hz) close the interval
+        after = {name: {**status.values, "_receive_ns": status.receive_ns}
+                 for name, status in probe.diagnostics.items()}
+        load = load_average()
+    finally:
+        codes = graph.stop(timeout_s=20.0)
+        probe.close()
+
+    window = (t0_ns, t0_ns + int(measured_s * 1e9))
+    in_window = lambda stamps: {s: r for s, r in stamps.items() if window[0] <= s < window[1]}   # noqa: E731
+    poses, synced, infos = in_window(probe.poses), in_window(probe.synced), in_window(probe.camera_infos)
+    stages = stage_latencies(poses, synced, None, np.asarray(probe.command_receive_ns, np.int64))
+    latency = {name: latency_stats(values) for name, values in stages.items()}
+    expected_frames = int(round(measured_s * 1e9 / scenario.frame_period_ns))
+    camera_stamps = set(infos)
+
+    def diag(kind: str, table: dict) -> dict | None:
+        found = [v for name, v in table.items() if kind in name]
+        return found[0] if found else None
+
+    sync_end, sync_start = diag("glove/camera sync", after), diag("glove/camera sync", before)
+    fusion_end, fusion_start = diag("hand fusion", after), diag("hand fusion", before)
+    camera_end, camera_start = diag(": camera", after), diag(": camera", before)
+    # node counters come once a second: their deltas cover the interval between two diagnostics,
+    # which brackets the measured window; rates are taken over that interval
+    diag_interval_s = _delta(camera_end, camera_start, "_receive_ns") / 1e9
+    camera_published = _delta(camera_end, camera_start, "frames")
+    result = {
+        "duration_s": measured_s, "startup_s": startup_s, "scenario": str(bag), "model": model,
+        "glove_latency_s": args.glove_latency, "ros_domain_id": domain_id, "load_average": list(load),
+        "latency_ms": latency, "latency_labels": {k: STAGES[k] for k in latency},
+        "rates_hz": {"camera": camera_published / diag_interval_s if np.isfinite(camera_published)
+                     and diag_interval_s > 0 else len(infos) / measured_s,
+                     "camera_nominal": 1e9 / scenario.frame_period_ns,
+                     "glove": probe.glove_samples / measured_s, "synced_frames": len(synced) / measured_s,
+                     "poses": len(poses) / measured_s, "joint_commands": len(probe.command_receive_ns) / measured_s},
+        "frames": {"expected": expected_frames,
+                   "node_counter_interval_s": diag_interval_s,
+                   "camera_published": camera_published * measured_s / diag_interval_s
+                   if diag_interval_s > 0 else float("nan"),
+                   "camera_info_received_by_probe": len(infos),
+                   "poses": len(poses),
+                   "without_pose": max(expected_frames - len(poses), 0),
+                   "sync_dropped": _delta(sync_end, sync_start, "frames_dropped_no_imu")
+                   + _delta(sync_end, sync_start, "frames_dropped_too_few"),
+                   "sync_partial_windows": _delta(sync_end, sync_start, "frames_partial"),
+                   "fusion_skipped_stale": _delta(fusion_end, fusion_start, "dropped_frames"),
+                   "poses_of_received_camera_frames": len(camera_stamps & set(poses))},
+        "fusion_node_reported": {k: (fusion_end or {}).get(k) for k in ("latency_ms_p50", "latency_ms_p99",
+                                                                          "inference_ms_p50", "inference_ms_p99")},
+        "processes": {name: {"cpu_percent": u.cpu_percent, "rss_mb": u.rss_mb, "peak_rss_mb": u.peak_rss_mb}
+                      for name, u in usage.items()},
+        "exit_codes": codes,
+    }
+    print(format_result(result))
+    if args.json:
+        pathlib.Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        pathlib.Path(args.json).write_text(json.dumps(_plain(result), indent=2))
+    return 0 if all(code == 0 for code in codes.values()) else 1
+
+
+def _plain(value):
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, (float, np.floating)):
+        return float(value) if np.isfinite(value) else None
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
+
+
+def _f(value, pattern: str = "{:.2f}") -> str:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return "n/a"
+    return pattern.format(number) if np.isfinite(number) else "n/a"
+
+
+def format_result(result: dict) -> str:
+    rates, frames = result["rates_hz"], result["frames"]
+    lines = [f"avi-ht bench graph: {result['duration_s']:.1f} s measured after {result['startup_s']:.1f} s start-up; "
+             f"camera {rates['camera_nominal']:.0f} Hz + glove 200 Hz (simulated, serial protocol over a pty), "
+             f"glove data age {1e3 * result['glove_latency_s']:.0f} ms; load average "
+             + " ".join(f"{x:.2f}" for x in result["load_average"]), ""]
+    rows = [[result["latency_labels"][k], str(v["n"]), _f(v["p50"]), _f(v["p90"]), _f(v["p99"]), _f(v["max"])]
+            for k, v in result["latency_ms"].items()]
+    lines += [format_table(["latency (ms)", "n", "p50", "p90", "p99", "max"], rows), ""]
+    reported = result["fusion_node_reported"]
+    lines += [f"fusion_node itself: latency p50 {_f(reported['latency_ms_p50'])} / p99 {_f(reported['latency_ms_p99'])}"
+              f" ms, inference p50 {_f(reported['inference_ms_p50'])} / p99 {_f(reported['inference_ms_p99'])} ms", ""]
+    pose_share = rates["poses"] / rates["camera"] if rates["camera"] else float("nan")
+    lines += [f"rates (Hz): camera {_f(rates['camera'], '{:.1f}')}, glove {_f(rates['glove'], '{:.1f}')}, "
+              f"synced frames {_f(rates['synced_frames'], '{:.1f}')}, poses {_f(rates['poses'], '{:.1f}')} "
+              f"({_f(100 * pose_share, '{:.0f}')} % of the camera rate), joint commands "
+              f"{_f(rates['joint_commands'], '{:.1f}')}",
+              f"frames: {frames['expected']} expected, {frames['poses']} poses, {frames['without_pose']} without a "
+              f"pose; node counters over {_f(frames['node_counter_interval_s'], '{:.1f}')} s: sync dropped "
+              f"{_f(frames['sync_dropped'], '{:.0f}')}, partial windows {_f(frames['sync_partial_windows'], '{:.0f}')}"
+              f", fusion skipped stale frames {_f(frames['fusion_skipped_stale'], '{:.0f}')}", ""]
+    processes = result["processes"]
+    rows = [[name, _f(v["cpu_percent"], "{:.1f}"), _f(v["rss_mb"], "{:.0f}"), _f(v["peak_rss_mb"], "{:.0f}")]
+            for name, v in processes.items()]
+    rows.append(["total", _f(sum(v["cpu_percent"] for v in processes.values()), "{:.1f}"),
+                 _f(sum(v["rss_mb"] for v in processes.values()), "{:.0f}"), ""])
+    lines += [format_table(["node process", "CPU % (one core)", "RSS MB", "peak RSS MB"], rows)]
+    bad = {k: v for k, v in result["exit_codes"].items() if v != 0}
+    lines += ["", "clean shutdown (every node exited 0 on SIGINT)" if not bad else f"exit codes: {bad}"]
+    return "\n".join(lines)

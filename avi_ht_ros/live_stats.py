@@ -1,0 +1,176 @@
+"""Figures of a running node graph, ROS-free: per-process CPU/RSS, message stamps, stage latencies.
+
+Used by ``avi-ht demo`` (on the bag its recorder wrote: log time = receive time) and
+``avi-ht bench graph`` (on what an in-process probe received).
+
+* :class:`ProcessSampler` — CPU % (of one core) and RSS of processes from ``/proc/<pid>/stat``
+  and ``/proc/<pid>/status`` (Linux), between :meth:`~ProcessSampler.start` and
+  :meth:`~ProcessSampler.sample`.
+* :func:`header_stamp_ns` — the ``header.stamp`` of a CDR-serialized message whose first
+  field is a ``std_msgs/Header`` (Image, CameraInfo, GloveSample, SyncedFrame, HandPose,
+  JointState, ...) without deserializing the rest (a 300 kB image costs nothing).
+* :func:`stage_latencies` — the pipeline's latencies from stamps and receive times:
+  every message of a camera frame carries the frame's acquisition stamp (synced frame and
+  hand pose copy the image header), so a stage's latency is the difference of receive times
+  of the same stamp; joint commands are stamped by the retargeting node's control timer, so
+  the retargeting stage is "pose received → first command received after it".
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import pathlib
+import struct
+import time
+from typing import Mapping
+
+import numpy as np
+
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+# -- processes ------------------------------------------------------------------------------
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU time (all threads) of a process, in seconds."""
+    text = pathlib.Path(f"/proc/{pid}/stat").read_text()
+    fields = text[text.rindex(")") + 2:].split()   # after "pid (comm) "
+    return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS   # utime, stime (fields 14, 15)
+
+
+def process_memory_mb(pid: int) -> tuple[float, float]:
+    """(resident set size, peak resident set size) of a process in MB."""
+    rss = peak = float("nan")
+    for line in pathlib.Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            rss = int(line.split()[1]) / 1024.0
+        elif line.startswith("VmHWM:"):
+            peak = int(line.split()[1]) / 1024.0
+    return rss, peak
+
+
+@dataclasses.dataclass(frozen=True)
+class ProcessUsage:
+    cpu_percent: float     # of one core, over the sampled interval
+    rss_mb: float
+    peak_rss_mb: float
+    alive: bool
+
+
+class ProcessSampler:
+    """CPU and memory of named processes over an interval."""
+
+    def __init__(self, pids: Mapping[str, int]):
+        self.pids = dict(pids)
+        self._start: dict[str, float] = {}
+        self._t0 = 0.0
+
+    def start(self) -> "ProcessSampler":
+        self._t0 = time.monotonic()
+        self._start = {}
+        for name, pid in self.pids.items():
+            try:
+                self._start[name] = process_cpu_seconds(pid)
+            except (OSError, ValueError, IndexError):
+                pass
+        return self
+
+    def sample(self) -> dict[str, ProcessUsage]:
+        wall = max(time.monotonic() - self._t0, 1e-9)
+        out = {}
+        for name, pid in self.pids.items():
+            try:
+                cpu = process_cpu_seconds(pid)
+                rss, peak = process_memory_mb(pid)
+                alive = True
+            except (OSError, ValueError, IndexError):
+                cpu, rss, peak, alive = float("nan"), float("nan"), float("nan"), False
+            base = self._start.get(name, float("nan"))
+            out[name] = ProcessUsage(100.0 * (cpu - base) / wall, rss, peak, alive)
+        return out
+
+
+def load_average() -> tuple[float, float, float]:
+    try:
+        return os.getloadavg()
+    except OSError:
+        return (float("nan"),) * 3
+
+
+# -- messages -------------------------------------------------------------------------------
+
+def header_stamp_ns(data: bytes | memoryview) -> int:
+    """``header.stamp`` (ns) of a CDR message that starts with a ``std_msgs/Header``."""
+    if len(data) < 12:
+        raise ValueError("message too short for a header")
+    little = data[1] in (0x01, 0x03)      # CDR_LE / PL_CDR_LE encapsulation
+    sec, nanosec = struct.unpack_from("<iI" if little else ">iI", data, 4)
+    return sec * 1_000_000_000 + nanosec
+
+
+# -- latencies ------------------------------------------------------------------------------
+
+def latency_stats(values_ms: np.ndarray | list) -> dict[str, float]:
+    """p50/p90/p99/max/mean (ms) and the count of finite values."""
+    values = np.asarray(values_ms, np.float64)
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        return {"n": 0, "p50": float("nan"), "p90": float("nan"), "p99": float("nan"), "max": float("nan"),
+                "mean": float("nan")}
+    return {"n": int(values.size), "p50": float(np.percentile(values, 50)), "p90": float(np.percentile(values, 90)),
+            "p99": float(np.percentile(values, 99)), "max": float(values.max()), "mean": float(values.mean())}
+
+
+#: Stages of :func:`stage_latencies`, in pipeline order, with their table labels.
+STAGES: dict[str, str] = {
+    "camera_publish": "camera stamp -> image received",
+    "sync": "camera stamp -> synced frame received",
+    "fusion": "synced frame -> hand pose received",
+    "retarget": "hand pose -> next joint command received",
+    "end_to_end_pose": "camera stamp -> hand pose received (end to end)",
+    "end_to_end_command": "camera stamp -> joint command received (incl. retargeting)",
+}
+
+
+def stage_latencies(poses: Mapping[int, int], synced: Mapping[int, int] | None = None,
+                    images: Mapping[int, int] | None = None, command_receive_ns: np.ndarray | None = None
+                    ) -> dict[str, np.ndarray]:
+    """Per-frame latencies (ms) of every stage, keyed like :data:`STAGES`.
+
+    ``poses``/``synced``/``images``: ``{camera stamp ns: receive time ns}`` of the hand poses,
+    synchronized frames and images; ``command_receive_ns``: receive times of the joint
+    commands. Stages whose input is missing are left out.
+    """
+    out: dict[str, np.ndarray] = {}
+    pose_stamps = np.array(sorted(poses), np.int64)
+    pose_recv = np.array([poses[s] for s in pose_stamps], np.int64)
+    if images:
+        stamps = np.array(sorted(images), np.int64)
+        out["camera_publish"] = (np.array([images[s] for s in stamps]) - stamps) / 1e6
+    if synced:
+        stamps = np.array(sorted(synced), np.int64)
+        out["sync"] = (np.array([synced[s] for s in stamps]) - stamps) / 1e6
+        both = [s for s in pose_stamps if s in synced]
+        out["fusion"] = np.array([poses[s] - synced[s] for s in both], np.float64) / 1e6
+    out["end_to_end_pose"] = (pose_recv - pose_stamps) / 1e6
+    if command_receive_ns is not None and len(command_receive_ns):
+        commands = np.sort(np.asarray(command_receive_ns, np.int64))
+        index = np.searchsorted(commands, pose_recv, side="left")
+        has = index < commands.size
+        retarget = np.full(pose_recv.size, np.nan)
+        retarget[has] = (commands[index[has]] - pose_recv[has]) / 1e6
+        out["retarget"] = retarget
+        out["end_to_end_command"] = (pose_recv - pose_stamps) / 1e6 + retarget
+    return out
+
+
+def format_table(header: list[str], rows: list[list[str]]) -> str:
+    """A plain-text table, first column left-aligned, the others right-aligned."""
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    lines = []
+    for row in [header, *rows]:
+        cells = [str(c).ljust(widths[0]) if i == 0 else str(c).rjust(widths[i]) for i, c in enumerate(row)]
+        lines.append("  ".join(cells))
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)

@@ -1,0 +1,36 @@
+"""`avi-ht bench graph` runs the node graph briefly and reports latency, rates, drops and CPU per node.
+
+Structure only: timing figures are what the benchmark is for, never asserted (docs/ARCHITECTURE.md).
+"""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from avi_ht_ros.sim.world import load_world_config, simulate_sequence, write_sequence_bag
+from test_demo import run_cli, tiny_checkpoint
+
+pytestmark = pytest.mark.ros
+
+
+def test_bench_graph_prints_and_writes_its_figures(tmp_path):
+    write_sequence_bag(simulate_sequence(load_world_config(duration_s=2.0).with_occlusion("medium"), seed=11),
+                       tmp_path / "seq")
+    model = tiny_checkpoint(tmp_path / "fusion.pt", "avi_ht")
+    result = run_cli(["bench", "graph", "--duration", "3", "--warmup", "1", "--scenario", str(tmp_path / "seq"),
+                      "--model", str(model), "--json", str(tmp_path / "bench.json"), "--no-progress"],
+                     tmp_path, timeout=240)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    for text in ("latency (ms)", "end to end", "rates (Hz)", "node process", "fusion_node", "total"):
+        assert text in result.stdout, text
+    data = json.loads((tmp_path / "bench.json").read_text())
+    assert {"p50", "p99", "n"} <= set(data["latency_ms"]["end_to_end_pose"])
+    assert data["latency_ms"]["end_to_end_pose"]["n"] > 0
+    assert {"sync", "fusion", "retarget", "end_to_end_command"} <= set(data["latency_ms"])
+    assert {"camera", "glove", "poses", "synced_frames", "joint_commands"} <= set(data["rates_hz"])
+    assert {"expected", "poses", "without_pose", "sync_dropped", "fusion_skipped_stale"} <= set(data["frames"])
+    nodes = {"camera_node", "glove_driver_node", "sync_node", "fusion_node", "retarget_node"}
+    assert set(data["processes"]) == nodes
+    assert all(p["cpu_percent"] is not None and p["rss_mb"] > 0 for p in data["processes"].values())
+    assert all(code == 0 for code in data["exit_codes"].values())
