@@ -21,10 +21,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("train AVI-HT or a baseline (single process or torchrun DDP)", "avi_ht_ros.tracker.train_cli"),
     "eval": ("evaluate checkpoints (AVI-HT and baselines) on the held-out benchmark or bags: report + plots",
              "avi_ht_ros.tracker.eval_cli"),
-    "bench": ("benchmarks: bench model (fusion vs vision-only latency), bench retarget (vs dex-retargeting), "
-              "bench graph (live node graph latency, rates, CPU)", "avi_ht_ros.tracker.bench_cli"),
-    "demo": ("the main job: simulated camera + glove -> live node graph -> robot hand, recorded, with a report",
-             "avi_ht_ros.demo"),
+    "reliability": ("accuracy under sensor faults: --dead-sensors-sweep (MKPE vs k = 0..N dead IMUs)",
+                    "avi_ht_ros.tracker.reliability"),
+    "bench": ("benchmarks: bench model (fusion vs vision-only latency), bench retarget (vs dex-retargeting)", "avi_ht_ros.tracker.bench_cli"),
 }
 
 
