@@ -23,7 +23,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
              "avi_ht_ros.tracker.eval_cli"),
     "reliability": ("accuracy under sensor faults: --dead-sensors-sweep (MKPE vs k = 0..N dead IMUs)",
                     "avi_ht_ros.tracker.reliability"),
-    "bench": ("benchmarks: bench model (fusion vs vision-only latency), bench retarget (vs dex-retargeting)", "avi_ht_ros.tracker.bench_cli"),
+    "bench": ("benchmarks: bench model (fusion vs vision-only latency), bench retarget (vs dex-retargeting), "
+              "bench graph (live node graph latency, rates, CPU)", "avi_ht_ros.tracker.bench_cli"),
+    "demo": ("the main job: simulated camera + glove -> live node graph -> robot hand, recorded, with a report",
+             "avi_ht_ros.demo"),
 }
 
 
