@@ -38,7 +38,7 @@ from avi_ht_ros.common.errors import AviHtError, ConfigError
 DEFAULT_SEED = 5000
 DEFAULT_DURATION_S = 20.0
 DEFAULT_OCCLUSION = "heavy"
-DEFAULT_GLOVE_LATENCY_S = 0.03
+DEFAULT_GLOVE_LATENCY_S = 0.02   # < the synchronizer's max_wait_s (30 ms): frames wait for their glove data
 RECORDER_DRAIN_S = 1.0      # the window's last frames still travel through the graph
 
 
@@ -307,7 +307,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="simulate the scenario into the report folder instead of the cache")
     parser.add_argument("--glove-latency", type=float, default=DEFAULT_GLOVE_LATENCY_S,
                         help="age of the simulated glove's data at transmission, s: a camera-glove offset the "
-                             "synchronizer estimates online (default 0.03)")
+                             "synchronizer estimates online (default 0.02)")
     parser.add_argument("--startup-timeout", type=float, default=240.0, help="longest wait for the first poses, s")
     parser.add_argument("--strip-frames", type=int, default=8, help="frames in the picture strip (default 8)")
     parser.add_argument("--video", action="store_true", help="also write demo.mp4 (camera view with overlays)")
