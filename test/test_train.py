@@ -286,3 +286,26 @@ def test_ddp_two_cpu_processes(dataset, reference_run, tmp_path):
     history = json.loads((out / "metrics.json").read_text())
     assert len(history) == 1 and history[0]["val_clips"] == 14  # validation sharded, then reduced
     assert "done: 3 steps" in finished.stderr and finished.stderr.count("done:") == 1
+
+
+def test_warm_start_copies_matching_parameters_only(tmp_path):
+    from avi_ht_ros.models.checkpoint import save_checkpoint
+    from avi_ht_ros.models.factory import build_model
+
+    torch.manual_seed(1)
+    imu_only = build_model(load_experiment_config("model_imu_only.yaml").model)
+    source = save_checkpoint(tmp_path / "imu_only.pt", imu_only)
+    torch.manual_seed(2)
+    fused = build_model(load_experiment_config("model_avi_ht.yaml").model)
+    before = {k: v.clone() for k, v in fused.state_dict().items()}
+    copied = T.warm_start(fused, source)
+    after, stored = fused.state_dict(), imu_only.state_dict()
+    assert any(name.startswith("imu_encoder.") for name in copied)
+    assert any(name.startswith("fusion.level1.") for name in copied)
+    for name in copied:
+        assert torch.equal(after[name], stored[name]), name
+    for name, value in after.items():  # the vision encoder and the layout buffers are untouched
+        if name.startswith("vision_encoder.") or name.endswith("token_hops"):
+            assert name not in copied and torch.equal(value, before[name]), name
+    with pytest.raises(ConfigError, match="init_from"):
+        T.with_overrides(T.load_train_config("train_avi_ht.yaml"), init_from=str(tmp_path / "none.pt"))

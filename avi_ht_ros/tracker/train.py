@@ -147,6 +147,10 @@ class RunConfig:
     torch_threads: int = 0
     """Intra-op CPU threads per process (0: torch's default, i.e. ``OMP_NUM_THREADS`` or every core;
     torchrun sets 1 per process). Small models on a busy CPU train faster with 1."""
+    init_from: str = ""
+    """Warm start: a checkpoint (any model type) whose parameters with the same name and shape
+    initialise this model before training, e.g. the IMU encoder and sensor attention of an
+    IMU-only run for AVI-HT (:func:`warm_start`). '' = random initialisation."""
 
     def validate(self, where: str) -> None:
         if self.seed < 0:
@@ -159,6 +163,8 @@ class RunConfig:
             raise ConfigError(f"{where}.gradient_clip_norm", f"must be >= 0, got {self.gradient_clip_norm}")
         if self.torch_threads < 0:
             raise ConfigError(f"{where}.torch_threads", f"must be >= 0, got {self.torch_threads}")
+        if self.init_from and not pathlib.Path(self.init_from).is_file():
+            raise ConfigError(f"{where}.init_from", f"no such checkpoint file: {self.init_from}")
 
 
 @dataclass
@@ -231,7 +237,8 @@ def load_train_config(path: str | os.PathLike) -> TrainConfig:
 
 def with_overrides(config: TrainConfig, *, data: str | None = None, seed: int | None = None,
                    epochs: int | None = None, max_steps: int | None = None, batch_size: int | None = None,
-                   num_workers: int | None = None, torch_threads: int | None = None) -> TrainConfig:
+                   num_workers: int | None = None, torch_threads: int | None = None,
+                   init_from: str | None = None) -> TrainConfig:
     """A copy with command-line overrides applied.
 
     ``epochs`` rescales ``training.lr_decay_epochs`` proportionally (30 of 40 → 6 of 8), so a
@@ -248,6 +255,8 @@ def with_overrides(config: TrainConfig, *, data: str | None = None, seed: int | 
         config.data.num_workers = int(num_workers)
     if torch_threads is not None:
         config.run.torch_threads = int(torch_threads)
+    if init_from is not None:
+        config.run.init_from = str(init_from)
     training = config.experiment.training
     if batch_size is not None:
         training.batch_size = int(batch_size)
@@ -335,6 +344,26 @@ class DistributedContext:
 # ======================================================================================
 # Seeds and RNG state
 # ======================================================================================
+def warm_start(model: nn.Module, checkpoint_path: str | os.PathLike) -> list[str]:
+    """Copy every parameter/buffer of a checkpoint whose name and shape match ``model``'s.
+
+    The checkpoint is read weights-only (:func:`avi_ht_ros.models.checkpoint.read_checkpoint`).
+    Layout buffers (hop distances, feature→sensor map) are never copied: they come from this
+    model's glove. Returns the names copied; raises :class:`ConfigError` if none match.
+    """
+    from avi_ht_ros.models.checkpoint import read_checkpoint
+
+    stored = read_checkpoint(checkpoint_path)["state_dict"]
+    current = model.state_dict()
+    copied = {name: tensor for name, tensor in stored.items()
+              if name in current and isinstance(tensor, torch.Tensor) and tensor.shape == current[name].shape
+              and not name.endswith(("token_of_feature", "token_hops"))}
+    if not copied:
+        raise ConfigError("run.init_from", f"{checkpoint_path}: no parameter matches this model by name and shape")
+    model.load_state_dict(copied, strict=False)
+    return sorted(copied)
+
+
 def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and torch (CPU and CUDA) global generators."""
     random.seed(seed)
@@ -714,6 +743,12 @@ class Trainer:
         # model and optimisation (same seed on every rank: identical initial weights)
         seed_everything(config.run.seed)
         self.model = build_model(self.model_config).to(self.context.device)
+        if config.run.init_from and not resume:
+            copied = warm_start(self.model, config.run.init_from)
+            if self._log:
+                modules = sorted({name.split(".")[0] for name in copied})
+                self._log(f"warm start from {config.run.init_from}: {len(copied)} tensors "
+                          f"({', '.join(modules)})")
         seed_sensor_dropout(self.model, config.run.seed, self.context.rank)
         self.clip_loss = ClipLoss(self.model, experiment.loss)
         if self.context.distributed:

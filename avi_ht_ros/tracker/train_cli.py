@@ -38,6 +38,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=None,
                         help="overrides run.torch_threads (intra-op CPU threads per process; 1 is fastest on a "
                              "busy CPU)")
+    parser.add_argument("--init-from", default=None, metavar="CHECKPOINT",
+                        help="warm start: copy the parameters of this checkpoint that match by name and shape "
+                             "(e.g. an IMU-only run's IMU encoder into AVI-HT); overrides run.init_from")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -56,7 +59,8 @@ def run(args: argparse.Namespace) -> int:
     if args.resume and args.max_steps is None:
         config.run.max_steps = 0  # a stop from the interrupted session does not carry over
     config = with_overrides(config, data=args.data, seed=args.seed, epochs=args.epochs, max_steps=args.max_steps,
-                            batch_size=args.batch_size, num_workers=args.num_workers, torch_threads=args.threads)
+                            batch_size=args.batch_size, num_workers=args.num_workers, torch_threads=args.threads,
+                            init_from=args.init_from)
     out = args.out
     if out is None:
         name = pathlib.Path(args.config).stem if args.config else "run"
