@@ -114,6 +114,7 @@ class ScenarioInfo:
     loop_duration_ns: int
     frame_period_ns: int
     frames: int
+    hand_scales: dict           # side -> the simulated hand's size (1 = reference hand)
 
     @property
     def duration_s(self) -> float:
@@ -136,9 +137,14 @@ def scenario_info(bag: str | os.PathLike) -> ScenarioInfo:
     doc = {}
     for message in read_messages(bag, [SIM_CONFIG_TOPIC]):
         doc = yaml.safe_load(message.msg.data) or {}
+    scales = {}
+    for side in topics.SIDES:     # the hand size is constant over a sequence: the first message tells
+        for message in read_messages(bag, [topics.hand_topic(side, topics.HAND_GROUND_TRUTH)]):
+            scales[side] = float(message.msg.pose.hand_scale)
+            break
     period = int(np.median(np.diff(stamps)))
     return ScenarioInfo(str(bag), int(doc.get("seed", -1)), dict(doc.get("world", {})), int(stamps[0]),
-                        int(stamps[-1] - stamps[0]) + period, period, int(stamps.size))
+                        int(stamps[-1] - stamps[0]) + period, period, int(stamps.size), scales)
 
 
 # ==========================================================================================
@@ -216,8 +222,10 @@ def run_live(scenario: ScenarioInfo, side: str, model: str, out: pathlib.Path, g
     probe = GraphProbe(side)
     recorder = GraphProcesses([NodeProcessSpec("recorder_node", "recorder", "", (
         ("output", str(bag)), ("topics", list(demo_topics(side)))))], logs, env)
-    graph = GraphProcesses(sim_graph(scenario.path, side, model_path=model, glove_latency_s=glove_latency_s),
-                           logs, env)
+    # the fusion node gets the user's hand size, as a user calibrates it once (the offline runs get the same)
+    fusion = {"hand_scale": round(scenario.hand_scales[side], 4)} if side in scenario.hand_scales else {}
+    graph = GraphProcesses(sim_graph(scenario.path, side, model_path=model, glove_latency_s=glove_latency_s,
+                                     extra={"fusion_node": fusion}), logs, env)
     codes: dict[str, int] = {}
 
     def check() -> None:

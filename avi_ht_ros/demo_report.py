@@ -775,6 +775,7 @@ def write_report(out: pathlib.Path, scenario, live, *, side: str, model: str, ba
         "headline": headline,
         "scenario": {"bag": scenario.path, "seed": scenario.seed, "duration_s": scenario.duration_s,
                      "frames": scenario.frames, "camera_rate_hz": rate, "side": side,
+                     "hand_scale": scenario.hand_scales.get(side),
                      "occluder_rate_per_min": scenario.world.get("occluder_rate_per_min"),
                      "true_time_offset_in_bag_s": scenario.world.get("time_offset_s", 0.0),
                      "glove_latency_s": glove_latency_s},

@@ -85,7 +85,9 @@ def run(args: argparse.Namespace) -> int:
 
     logs = pathlib.Path(tempfile.mkdtemp(prefix="avi_ht_bench_graph_"))
     probe = GraphProbe(args.side, timing=True)
-    graph = GraphProcesses(sim_graph(bag, args.side, model_path=model, glove_latency_s=args.glove_latency), logs, env)
+    fusion = {"hand_scale": round(scenario.hand_scales[args.side], 4)} if args.side in scenario.hand_scales else {}
+    graph = GraphProcesses(sim_graph(bag, args.side, model_path=model, glove_latency_s=args.glove_latency,
+                                     extra={"fusion_node": fusion}), logs, env)
 
     def check() -> None:
         if graph.failed():
