@@ -136,7 +136,12 @@ class CameraNode(Node):
             if frame is None:
                 self.get_logger().info("camera source finished")
                 return
-            self.publish_frame(frame)
+            try:
+                self.publish_frame(frame)
+            except Exception:  # noqa: BLE001 - rclpy's RCLError once SIGINT has shut the context down
+                if not self.context.ok():
+                    return         # shutting down: destroy_node() stops this thread anyway
+                raise
 
     def publish_frame(self, frame) -> None:
         height, width = frame.image.shape
