@@ -537,3 +537,34 @@ def test_benchmark_returns_latency_numbers(capsys):
     assert set(results) == {"avi_ht", "vision_only"}
     assert all(r.p50_ms > 0 and r.p99_ms >= r.p50_ms and r.iterations == 5 for r in results.values())
     assert "p50 ratio" in capsys.readouterr().out
+
+
+def test_wrist_aligned_landmark_loss_ignores_the_global_pose_and_sees_articulation():
+    from scipy.spatial.transform import Rotation
+
+    from avi_ht_ros.models.config import LossConfig
+    from avi_ht_ros.models.interface import ModelOutputs
+    from avi_ht_ros.models.losses import PoseTargets, compute_losses
+
+    torch.manual_seed(0)
+    b = 4
+    true_r = torch.as_tensor(Rotation.random(b, random_state=1).as_matrix(), dtype=torch.float32)
+    true_t = torch.randn(b, 3) * 0.1 + torch.tensor([0.0, 0.0, 0.4])
+    local = torch.randn(b, 21, 3) * 0.05
+    truth = local @ true_r.transpose(-1, -2) + true_t[:, None]
+    pred_r = torch.as_tensor(Rotation.random(b, random_state=2).as_matrix(), dtype=torch.float32)
+    pred_t = true_t + 0.05
+    config = LossConfig(landmark_nll_weight=0.0, joint_angle_weight=1.0, wrist_aligned_landmark_weight=1.0)
+    targets = PoseTargets(landmarks=truth, joint_angles=torch.zeros(b, 22), wrist_rotation=true_r,
+                          wrist_translation=true_t)
+
+    def loss_for(pred_local):
+        outputs = ModelOutputs(landmarks=pred_local @ pred_r.transpose(-1, -2) + pred_t[:, None],
+                               joint_angles=torch.zeros(b, 22), wrist_rotation=pred_r, wrist_translation=pred_t,
+                               log_sigma=torch.zeros(b, 21))
+        return compute_losses(outputs, targets, config)["wrist_aligned_landmark"].item()
+
+    assert loss_for(local) == pytest.approx(0.0, abs=1e-3)  # any global pose error: no loss
+    moved = local.clone()
+    moved[:, 8] += torch.tensor([0.01, 0.0, 0.0])  # index tip 10 mm off in the hand frame
+    assert loss_for(moved) == pytest.approx(10.0 / 21, rel=1e-3)

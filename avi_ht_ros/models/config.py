@@ -250,6 +250,11 @@ class LossConfig:
     """Clips only: UmeTrack Eq. 6, L1 of predicted joint-angle and wrist-translation acceleration."""
     max_mse_weight: float = 0.0
     """Deformer maxMSE on landmarks (Σ‖Δ‖⁴/Σ‖Δ‖²), emphasises the worst landmarks."""
+    wrist_aligned_landmark_weight: float = 0.0
+    """L1 (length unit) between the landmarks in the *predicted* wrist frame and the true ones in
+    the true wrist frame (the MKPE.T error). Supervises articulation apart from the global wrist
+    pose, whose error dominates the camera-frame NLL (large σ, weak articulation gradient).
+    Ignored by root-relative models, whose NLL is already wrist-aligned."""
 
     def validate(self, where: str) -> None:
         for f in dataclasses.fields(self):

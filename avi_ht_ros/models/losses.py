@@ -126,6 +126,11 @@ def compute_losses(outputs: ModelOutputs, targets: PoseTargets, config: LossConf
         terms["wrist_translation"] = config.wrist_translation_weight * (
             (outputs.wrist_translation - targets.wrist_translation).abs().mean() / unit
         )
+    if config.wrist_aligned_landmark_weight > 0 and not outputs.root_relative:
+        predicted_aligned = (outputs.landmarks - outputs.wrist_translation[..., None, :]) @ outputs.wrist_rotation
+        terms["wrist_aligned_landmark"] = config.wrist_aligned_landmark_weight * (
+            (predicted_aligned - targets_in_wrist_frame(targets)).norm(dim=-1).mean() / unit
+        )
     if config.max_mse_weight > 0:
         terms["max_mse"] = config.max_mse_weight * max_mse(outputs.landmarks, target_landmarks, unit)
     if is_clip and outputs.landmarks.shape[1] >= 2 and config.temporal_velocity_weight > 0:
