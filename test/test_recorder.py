@@ -90,10 +90,12 @@ def test_recorder_node_records_reliable_and_latched_topics_and_flushes_on_sigint
     latched = node.create_publisher(TFMessage, topics.TF_STATIC, TF_STATIC_QOS)
     tf = convert.tf_message([convert.transform_stamped_msg(0, "head", "cam", [0, 0, 0], [0, 0, 0, 1])])
     latched.publish(convert.serialize(tf))       # before the recorder exists: it must still get it
+    # a topic that first exists with a subscriber only: the recorder must wait for its publisher's QoS
+    node.create_subscription(String, "/recorder_test/late", lambda _: None, base.RELIABLE_QOS, raw=True)
     bag = tmp_path / "rec"
     process = subprocess.Popen(
         [str(executable_path("recorder_node")), "--ros-args", "-p", f"output:={bag}",
-         "-p", f"topics:=[/recorder_test/stream,{topics.TF_STATIC}]"],
+         "-p", f"topics:=[/recorder_test/stream,/recorder_test/late,{topics.TF_STATIC}]"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=dict(os.environ), start_new_session=True)
     try:
         deadline = time.monotonic() + 30.0
@@ -101,6 +103,12 @@ def test_recorder_node_records_reliable_and_latched_topics_and_flushes_on_sigint
             executor.spin_once(timeout_sec=0.05)
             assert process.poll() is None, process.stdout.read().decode()
         assert stream.get_subscription_count() == 1, "recorder never subscribed"
+        late = node.create_publisher(String, "/recorder_test/late", base.RELIABLE_QOS)
+        while late.get_subscription_count() < 2 and time.monotonic() < deadline:
+            executor.spin_once(timeout_sec=0.05)
+        assert late.get_subscription_count() == 2, "recorder never subscribed to the late topic"
+        for i in range(50):
+            late.publish(_string(i))
         for i in range(300):
             stream.publish(_string(i))
             if i % 50 == 0:
@@ -114,7 +122,8 @@ def test_recorder_node_records_reliable_and_latched_topics_and_flushes_on_sigint
         node.destroy_node()
     assert process.returncode == 0, output.decode()
     counts = {t: n for t, (_, n) in bag_topics(bag).items()}
-    assert counts == {"/recorder_test/stream": 300, topics.TF_STATIC: 1}, counts
+    assert counts == {"/recorder_test/stream": 300, "/recorder_test/late": 50, topics.TF_STATIC: 1}, counts
+    assert "recording /recorder_test/late (std_msgs/msg/String, reliable)" in output.decode()
     texts = [m.msg.data for m in read_messages(bag, ["/recorder_test/stream"])]
     assert texts == [f"message {i}" for i in range(300)]
     log_times = np.array([m.log_time_ns for m in read_messages(bag, ["/recorder_test/stream"])])

@@ -105,7 +105,8 @@ class RecorderNode(Node):
         available = dict(self.get_topic_names_and_types())
         for topic in wanted:
             types = available.get(topic)
-            if not types:
+            # a topic also appears when only subscribers exist: wait for a publisher, whose QoS decides ours
+            if not types or not self.get_publishers_info_by_topic(topic):
                 continue
             if len(types) > 1:
                 self.get_logger().warning(f"{topic} has several types {types}; recording {types[0]}")
