@@ -240,7 +240,7 @@ def run_live(scenario: ScenarioInfo, side: str, model: str, out: pathlib.Path, g
             raise DemoFailed(f"the recorder did not come up within 60 s (log: {logs})")
         graph.start()
         log(f"[demo] graph started: {', '.join(s.executable for s in graph.specs)} (logs: {logs})")
-        bar = tqdm(total=None, desc="graph start-up (import, load model, discovery)", unit="pose",
+        bar = tqdm(total=None, desc="graph start-up (import, load model, discovery)", unit="pose", mininterval=1.0,
                    disable=not progress, file=sys.stderr, dynamic_ncols=True, bar_format="{desc}: {elapsed}")
         try:
             if not probe.spin_until(lambda: len(probe.poses) >= 10, startup_timeout_s, check,
@@ -263,7 +263,8 @@ def run_live(scenario: ScenarioInfo, side: str, model: str, out: pathlib.Path, g
                                  | {"recorder_node": recorder.processes[0].pid}).start()
         poses_before = len(probe.poses)
         bar = tqdm(total=round(loop / 1e9, 1), desc="live run", unit="s", disable=not progress, file=sys.stderr,
-                   dynamic_ncols=True, bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.1f}/{total:.1f} s "
+                   mininterval=0.5, dynamic_ncols=True,
+                   bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.1f}/{total:.1f} s "
                                                   "[{elapsed}<{remaining}{postfix}]")
         shown = [0.0]
 

@@ -115,7 +115,8 @@ def read_recording(bag: str | pathlib.Path, side: str) -> Recording:
                                     {kv.key: kv.value for kv in status.values}))
     return Recording({t: n for t, (_, n) in available.items()}, {t: ty for t, (ty, _) in available.items()},
                      images, infos, synced, np.asarray(glove_stamps, np.int64), np.asarray(glove_sequence, np.int64),
-                     np.asarray(hand_back_rate, np.float64).reshape(-1, 3), poses, commands, offsets, truths, diagnostics)
+                     np.asarray(hand_back_rate, np.float64).reshape(-1, 3), poses, commands, offsets, truths,
+                     diagnostics)
 
 
 def last_status(recording: Recording, contains: str, before_ns: int | None = None) -> dict | None:
@@ -861,9 +862,11 @@ def markdown(report: dict, acc: dict, lat: dict) -> str:
               f"{_fmt(1e3 * float(scenario['true_time_offset_in_bag_s']), '{:.1f}')} ms minus the simulated glove's "
               f"data age {_fmt(1e3 * scenario['glove_latency_s'], '{:.1f}')} ms; t_camera = t_glove + offset). "
               f"Online estimate in use at the end: {_fmt(1e3 * offset['estimated_s'], '{:.1f}')} ms "
-              f"(error {_fmt(offset.get('error_ms'), '{:.1f}')} ms, confidence {_fmt(offset.get('confidence'), '{:.2f}')},"
+              f"(error {_fmt(offset.get('error_ms'), '{:.1f}')} ms, confidence "
+              f"{_fmt(offset.get('confidence'), '{:.2f}')},"
               f" {offset.get('accepted_updates', 0)} accepted / {offset.get('rejected_updates', 0)} rejected updates).",
-              "", f"The same estimator fed the *true* wrist rotation instead of the tracked one (what the live estimate "
+              "", f"The same estimator fed the *true* wrist rotation instead of the tracked one (what the live "
+              "estimate "
               f"reaches with perfect vision on this recording): "
               f"{_fmt(1e3 * offset['with_true_wrist_rotation']['estimated_s'], '{:.1f}')} ms "
               f"({offset['with_true_wrist_rotation']['accepted_updates']} accepted updates, confidence "

@@ -109,7 +109,8 @@ def run(args: argparse.Namespace) -> int:
         sampler = ProcessSampler({s.executable: p.pid for s, p in zip(graph.specs, graph.processes)}).start()
         t0_ns = time.time_ns()
         bar = tqdm(total=args.duration, desc="bench graph", unit="s", disable=not progress, file=sys.stderr,
-                   dynamic_ncols=True, bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} s")
+                   mininterval=0.5, dynamic_ncols=True,
+                   bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} s")
         shown = [0.0]
 
         def tick() -> None:
