@@ -129,15 +129,21 @@ def test_clock_jumps_are_counted_never_paired_silently():
     sync = make()
     for s in glove_stream(0, 50):
         sync.add_glove_sample(*s)
-    # small backwards step: dropped as out of order
-    assert not sync.add_glove_sample(45 * GLOVE_PERIOD, np.zeros((N, 3)), np.zeros((N, 3)), np.zeros(N))
-    assert sync.stats.glove_out_of_order == 1
+    # duplicate stamp and a small step back (<= clock_reset_s): dropped as out of order
+    assert not sync.add_glove_sample(49 * GLOVE_PERIOD, np.zeros((N, 3)), np.zeros((N, 3)), np.zeros(N))
+    assert not sync.add_glove_sample(47 * GLOVE_PERIOD, np.zeros((N, 3)), np.zeros((N, 3)), np.zeros(N))
+    assert sync.stats.glove_out_of_order == 2 and sync.stats.glove_clock_resets == 0
     # jump back by 5 s (device reset): buffer cleared, estimator reset
     assert sync.add_glove_sample(-5 * NS, np.zeros((N, 3)), np.zeros((N, 3)), np.zeros(N))
     assert sync.stats.glove_clock_resets == 1 and sync.gravity_estimator.resets == 1
-    # camera going backwards is dropped
-    assert sync.add_camera_frame(NS, "a") and not sync.add_camera_frame(NS // 2, "b")
+    # a camera frame a little older than the one before it is dropped; a camera clock step
+    # back (> clock_reset_s) is accepted and clears the glove buffer
+    assert sync.add_camera_frame(NS, "a") and not sync.add_camera_frame(NS - 10_000_000, "b")
     assert sync.stats.camera_out_of_order == 1
+    assert sync.add_glove_sample(NS, np.zeros((N, 3)), np.zeros((N, 3)), np.zeros(N))
+    assert sync.add_camera_frame(NS // 2, "c")
+    assert sync.stats.camera_clock_resets == 1 and sync.gravity_estimator.resets == 2
+    assert sync.poll(None) == [] and sync.stats.frames_dropped_no_imu >= 1  # no glove data on the new timeline
 
 
 def test_non_finite_imu_values_are_zeroed_and_flagged():

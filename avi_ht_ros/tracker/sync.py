@@ -61,8 +61,9 @@ class SyncConfig:
     time_offset_s: float = param(0.0, "camera-glove offset: t_camera = t_glove + offset (initial value "
                                  "when estimated online)", range=(-10.0, 10.0), unit="s", read_only=False)
     buffer_s: float = param(2.0, "glove history kept", range=(0.05, 60.0), unit="s")
-    clock_reset_s: float = param(1.0, "a glove stamp jumping back more than this resets the buffer",
-                                 range=(1e-3, 3600.0), unit="s")
+    clock_reset_s: float = param(0.02, "a glove or camera stamp stepping back more than this is a clock step: "
+                                 "the glove buffer is cleared (never stitched across the step); smaller "
+                                 "steps back are dropped as out of order", range=(1e-3, 3600.0), unit="s")
     max_pending_frames: int = param(30, "camera frames waiting at once (older ones dropped)", range=(1, 1000))
 
     def __post_init__(self):
@@ -83,10 +84,11 @@ class SyncStats:
 
     glove_samples: int = 0
     glove_out_of_order: int = 0      # stamp <= previous stamp (dropped)
-    glove_clock_resets: int = 0      # stamp jumped back > clock_reset_s (buffer cleared)
+    glove_clock_resets: int = 0      # glove stamp stepped back > clock_reset_s (buffer cleared)
     glove_gaps: int = 0              # missing samples detected between consecutive samples
     camera_frames: int = 0
-    camera_out_of_order: int = 0     # camera stamp <= previous camera stamp (dropped)
+    camera_out_of_order: int = 0     # camera stamp <= previous camera stamp, by <= clock_reset_s (dropped)
+    camera_clock_resets: int = 0     # camera stamp stepped back > clock_reset_s (glove buffer cleared)
     camera_overflow: int = 0         # too many frames waiting (oldest dropped)
     frames_complete: int = 0
     frames_partial: int = 0
@@ -210,8 +212,14 @@ class ImuWindowSynchronizer:
         self.stats.camera_frames += 1
         stamp_ns = int(stamp_ns)
         if self._last_camera_ns is not None and stamp_ns <= self._last_camera_ns:
-            self.stats.camera_out_of_order += 1
-            return False
+            if self._last_camera_ns - stamp_ns <= self.config.clock_reset_s * NS:
+                self.stats.camera_out_of_order += 1
+                return False
+            # The camera clock stepped back: only glove data arriving from now on may be
+            # paired with it (a host clock step moves the glove stamps too; a camera
+            # clock stepping alone then finds no glove data at its stamps and is dropped).
+            self.stats.camera_clock_resets += 1
+            self._reset_glove()
         self._last_camera_ns = stamp_ns
         self._pending.append((stamp_ns, int(stamp_ns if arrival_ns is None else arrival_ns), payload))
         while len(self._pending) > self.config.max_pending_frames:
