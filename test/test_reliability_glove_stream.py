@@ -511,3 +511,45 @@ def test_soak_driver_node_faults_60s(rclpy_context, tmp_path):
 def test_soak_unplug_replug_20_cycles(rclpy_context, tmp_path):
     check_unplug_cycles(*unplug_cycles(rclpy_context, tmp_path, cycles=20, up_s=1.0, down_s=0.5),
                         "driver node: unplug/replug, 20-cycle soak")
+
+
+# ---------------------------------------------------------------------------------------- atheris
+
+def run_atheris(tmp_path, runs: int) -> dict:
+    import os
+    import pathlib
+    import re
+    import subprocess
+    import sys
+
+    import atheris  # noqa: F401 - in requirements/base.txt (a manylinux wheel); fails loudly if missing
+    harness = pathlib.Path(__file__).with_name("fuzz_glove_parser.py")
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    seeder = ("import sys; sys.argv = ['x']; sys.path.insert(0, %r); import fuzz_glove_parser as f; import pathlib\n"
+              "for i, s in enumerate(f.seed_streams()): pathlib.Path(%r, f'seed{i}').write_bytes(s)"
+              % (str(harness.parent), str(corpus)))
+    subprocess.run([sys.executable, "-c", seeder], check=True, timeout=120)
+    result = subprocess.run([sys.executable, str(harness), f"-runs={runs}", "-max_len=2048",
+                             f"-artifact_prefix={tmp_path}/", str(corpus)],
+                            capture_output=True, text=True, timeout=1800, env=dict(os.environ))
+    assert result.returncode == 0, result.stderr[-3000:]
+    done = re.findall(r"Done (\d+) runs in (\d+) second", result.stderr)
+    coverage = re.findall(r"cov: (\d+)", result.stderr)
+    return {"runs": int(done[-1][0]) if done else runs, "seconds": int(done[-1][1]) if done else None,
+            "coverage": int(coverage[-1]) if coverage else None, "corpus": len(list(corpus.iterdir()))}
+
+
+def test_atheris_fuzzes_the_parser_without_a_crash(tmp_path):
+    figures = run_atheris(tmp_path, runs=5_000)
+    record("parser: atheris (libFuzzer) CI run", "coverage-guided byte strings from a corpus of valid frames/streams",
+           figures["runs"], f"no crash, no exception, byte accounting intact ({figures['coverage']} coverage points, "
+           f"corpus grew to {figures['corpus']})", **figures)
+
+
+@pytest.mark.slow
+def test_soak_atheris_one_million_runs(tmp_path):
+    figures = run_atheris(tmp_path, runs=1_000_000)
+    record("parser: atheris (libFuzzer) soak", "1 000 000 coverage-guided inputs", figures["runs"],
+           f"no crash in {figures['seconds']} s ({figures['coverage']} coverage points, corpus {figures['corpus']})",
+           **figures)

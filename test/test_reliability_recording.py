@@ -124,6 +124,7 @@ def run_recording_under_load(rclpy_context, sim_assets, tmp_path, monkeypatch, s
         # publishers stop, then the recorder gets SIGINT: it drains what the middleware holds and closes
         GloveDriver.link.stop()
         camera._stop.set()
+        camera._worker.join(5.0)  # its source thread must not publish into a destroyed node
         time.sleep(2.0)  # reliable repair of the last messages (heartbeat / NACK round trips) on a loaded CPU
         codes = recorder.stop(timeout_s=60.0)
         graph_codes = graph.stop()
@@ -133,6 +134,9 @@ def run_recording_under_load(rclpy_context, sim_assets, tmp_path, monkeypatch, s
         if spinner is not None:
             spinner.join(5.0)
         executor.shutdown()
+        if camera is not None:
+            camera._stop.set()
+            camera._worker.join(5.0)
         for node in (camera, GloveDriver):
             if node is not None:
                 node.destroy_node()
