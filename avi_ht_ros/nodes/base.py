@@ -36,12 +36,25 @@ SENSOR_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10,
 # depth lose the excess).
 GLOVE_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100,
                        reliability=ReliabilityPolicy.BEST_EFFORT, durability=DurabilityPolicy.VOLATILE)
-# what the glove driver publishes: reliable with the same 0.5 s history
+# reliable with the same 0.5 s history (what subscribers that must not miss a sample use;
+# the glove driver publishes RAW_GLOVE_QOS)
 RELIABLE_GLOVE_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100,
                                 reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE)
 # outputs consumers must not miss (poses, commands): reliable
 RELIABLE_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10,
                           reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE)
+# raw sensor streams (camera image / camera_info / ground truth, glove samples): reliable with
+# 2 s of history, so a recorder starved of CPU for up to 2 s still gets every message. A
+# reliable keep-last writer drops its oldest sample when the history is full, acknowledged or
+# not: with 10 samples (0.17 s at 60 Hz) a recorder at nice 19 on a saturated CPU lost 2-10 %
+# of every raw topic (the middleware reported each as message-lost). Memory: a volatile writer
+# releases a sample once every reliable reader acknowledged it (best-effort readers, e.g. the
+# sync node, hold nothing), so the history only fills while a reliable subscriber lags; worst
+# case 120 x 307 kB (640x480 mono8) = 37 MB for the image topic, < 1 MB for the glove.
+RAW_CAMERA_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=120,
+                            reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE)
+RAW_GLOVE_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=400,
+                           reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE)
 LATCHED_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
                          reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 assert qos_profile_sensor_data.reliability == ReliabilityPolicy.BEST_EFFORT
@@ -158,6 +171,7 @@ def run_node(make_node: Callable[[], Node], args: list[str] | None = None,
 
 
 __all__ = [
-    "declare_parameter_sets", "SENSOR_QOS", "GLOVE_QOS", "RELIABLE_GLOVE_QOS", "RELIABLE_QOS", "LATCHED_QOS", "declare_parameters", "publish_serialized", "now_ns",
+    "declare_parameter_sets", "SENSOR_QOS", "GLOVE_QOS", "RELIABLE_GLOVE_QOS", "RELIABLE_QOS", "RAW_CAMERA_QOS",
+    "RAW_GLOVE_QOS", "LATCHED_QOS", "declare_parameters", "publish_serialized", "now_ns",
     "RateMeter", "diagnostic_status", "diagnostic_array", "run_node",
 ]

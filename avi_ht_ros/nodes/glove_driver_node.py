@@ -92,8 +92,9 @@ class GloveDriverNode(Node):
         self.rate = base.RateMeter()
         convert.prepare(convert.GLOVE_SAMPLE, "diagnostic_msgs/msg/DiagnosticArray")
 
-        # raw stream published reliable (best-effort subscribers match; recorders miss nothing)
-        self.sample_pub = self.create_publisher(GloveSample, topics.GLOVE_SAMPLES, base.RELIABLE_GLOVE_QOS)
+        # raw stream published reliable with 2 s of history (best-effort subscribers match; a recorder
+        # starved of CPU for up to 2 s misses nothing: base.RAW_GLOVE_QOS)
+        self.sample_pub = self.create_publisher(GloveSample, topics.GLOVE_SAMPLES, base.RAW_GLOVE_QOS)
         self.diag_pub = self.create_publisher(DiagnosticArray, topics.DIAGNOSTICS, base.RELIABLE_QOS)
         self.create_service(Trigger, "glove/calibrate", self.on_calibrate,
                             callback_group=MutuallyExclusiveCallbackGroup())

@@ -13,7 +13,10 @@ when they all latch (``/tf_static``). The log time of a message is its receive t
 On SIGINT/SIGTERM the node stops spinning, takes whatever the middleware still holds
 for it, writes everything queued and closes the bag before exiting: messages that
 reached the recorder are never lost. Per-topic counts, queue depth and write errors go
-to ``/diagnostics``.
+to ``/diagnostics``, and so do the messages the middleware reports lost before they
+reached the recorder (a reliable publisher overwrote them in its history before a
+starved recorder acknowledged them: the raw-topic publishers keep 2 s of history,
+``base.RAW_CAMERA_QOS``/``RAW_GLOVE_QOS``, so a recorder may stall that long).
 """
 from __future__ import annotations
 
@@ -27,6 +30,7 @@ import time
 
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.event_handler import QoSMessageLostInfo, SubscriptionEventCallbacks
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
@@ -81,6 +85,7 @@ class RecorderNode(Node):
         self.recorder = BagRecorder(output, self.params.storage, LATCHED_TOPICS).start()
         self.subscriptions_by_topic: dict[str, object] = {}
         self.qos_by_topic: dict[str, str] = {}
+        self.lost_by_topic: dict[str, int] = {}    # reported lost by the middleware (never reached us)
         self.diag_pub = self.create_publisher(DiagnosticArray, topics.DIAGNOSTICS, base.RELIABLE_QOS)
         self.create_timer(self.params.discovery_period_s, self.discover)
         self.create_timer(self.params.diagnostics_period_s, self.publish_diagnostics)
@@ -120,12 +125,19 @@ class RecorderNode(Node):
             qos, description = self._qos_for(topic)
             self.subscriptions_by_topic[topic] = self.create_subscription(
                 cls, topic, lambda data, topic=topic, msgtype=msgtype: self.on_message(topic, msgtype, data),
-                qos, raw=True)
+                qos, raw=True, event_callbacks=SubscriptionEventCallbacks(
+                    message_lost=lambda info, topic=topic: self.on_message_lost(topic, info)))
             self.qos_by_topic[topic] = description
             self.get_logger().info(f"recording {topic} ({msgtype}, {description})")
 
     def on_message(self, topic: str, msgtype: str, data: bytes) -> None:
         self.recorder.add(topic, msgtype, data, base.now_ns(self))
+
+    def on_message_lost(self, topic: str, info: QoSMessageLostInfo) -> None:
+        if info.total_count_change > 0:
+            self.lost_by_topic[topic] = self.lost_by_topic.get(topic, 0) + info.total_count_change
+            self.get_logger().warning(f"{topic}: {info.total_count_change} messages lost before reaching the "
+                                      f"recorder ({self.lost_by_topic[topic]} so far)", throttle_duration_sec=5.0)
 
     def publish_diagnostics(self) -> None:
         stats = self.recorder.stats()
@@ -133,13 +145,16 @@ class RecorderNode(Node):
         values = {"path": stats.path, "received": stats.received, "written": stats.written, "queued": stats.queued,
                   "max_queued": stats.max_queued, "rejected": stats.rejected,
                   "bytes": sum(t.bytes for t in stats.topics.values()),
-                  "waiting_for": ",".join(missing) or "none"}
+                  "waiting_for": ",".join(missing) or "none", "lost": sum(self.lost_by_topic.values())}
         for topic in self.params.topics:
             entry = stats.topics.get(topic)
             values[f"topic.{topic}"] = entry.received if entry is not None else 0
-        level = 2 if stats.error else (1 if missing else 0)
+            values[f"lost.{topic}"] = self.lost_by_topic.get(topic, 0)
+        level = 2 if stats.error else (1 if missing or values["lost"] else 0)
         message = (f"write error: {stats.error}" if stats.error else
-                   f"waiting for {len(missing)} topics" if missing else "recording")
+                   f"waiting for {len(missing)} topics" if missing else
+                   f"recording; {values['lost']} messages lost before reaching the recorder" if values["lost"] else
+                   "recording")
         status = base.diagnostic_status(f"{self.get_name()}: rosbag2 recorder", stats.path, level, message, values)
         base.publish_serialized(self.diag_pub, base.diagnostic_array(base.now_ns(self), [status]))
 
@@ -151,6 +166,8 @@ class RecorderNode(Node):
             self.get_logger().error(str(exc))
             return 2
         self.get_logger().info(f"recorded {stats.written} messages on {len(stats.topics)} topics to {stats.path}")
+        if self.lost_by_topic:
+            self.get_logger().warning(f"messages lost before reaching the recorder: {self.lost_by_topic}")
         return 0
 
 
@@ -162,6 +179,25 @@ def make_executor():
     except ImportError:
         return SingleThreadedExecutor()
     return EventsExecutor()
+
+
+def drain(executor, node: RecorderNode, empty_polls: int = 5) -> None:
+    """Take what the middleware already holds for this process's readers: until no message
+    arrived for ``drain_s`` *and* the last ``empty_polls`` polls took none, or after
+    ``max(10 s, 10 drain_s)`` (publishers still running: stop anyway). Wall-clock quiet
+    alone is no proof on a starved CPU (the process may simply not have run); a poll that
+    finds nothing ready is."""
+    now = time.monotonic()
+    quiet_since, deadline = now, now + max(10.0, 10.0 * node.params.drain_s)
+    last, empty = node.recorder.stats().received, 0
+    while time.monotonic() < deadline and (empty < empty_polls
+                                           or time.monotonic() - quiet_since < node.params.drain_s):
+        executor.spin_once(timeout_sec=0.02)
+        received = node.recorder.stats().received
+        if received != last:
+            last, quiet_since, empty = received, time.monotonic(), 0
+        else:
+            empty += 1
 
 
 def main(args=None) -> int:
@@ -177,15 +213,7 @@ def main(args=None) -> int:
         executor.add_node(node)
         while not stop.is_set() and rclpy.ok():
             executor.spin_once(timeout_sec=0.1)
-        # drain: messages already delivered to this process's readers are taken and written
-        quiet_since = time.monotonic()
-        deadline = quiet_since + max(2.0, 10.0 * node.params.drain_s)   # publishers still running: stop anyway
-        last = node.recorder.stats().received
-        while time.monotonic() - quiet_since < node.params.drain_s and time.monotonic() < deadline:
-            executor.spin_once(timeout_sec=0.02)
-            received = node.recorder.stats().received
-            if received != last:
-                last, quiet_since = received, time.monotonic()
+        drain(executor, node)
     except AviHtError as exc:
         print(f"[recorder] error: {exc}", file=sys.stderr)
         code = 2
