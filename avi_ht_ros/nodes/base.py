@@ -43,15 +43,23 @@ RELIABLE_GLOVE_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100,
 # outputs consumers must not miss (poses, commands): reliable
 RELIABLE_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10,
                           reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE)
-# raw sensor streams (camera image / camera_info / ground truth, glove samples): reliable with
-# 2 s of history, so a recorder starved of CPU for up to 2 s still gets every message. A
-# reliable keep-last writer drops its oldest sample when the history is full, acknowledged or
-# not: with 10 samples (0.17 s at 60 Hz) a recorder at nice 19 on a saturated CPU lost 2-10 %
-# of every raw topic (the middleware reported each as message-lost). Memory: a volatile writer
-# releases a sample once every reliable reader acknowledged it (best-effort readers, e.g. the
-# sync node, hold nothing), so the history only fills while a reliable subscriber lags; worst
-# case 120 x 307 kB (640x480 mono8) = 37 MB for the image topic, < 1 MB for the glove.
-RAW_CAMERA_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=120,
+# Raw sensor streams (what a recorder must get whole): reliable, with enough history that a
+# recorder starved of CPU still gets every message. A reliable keep-last writer drops its
+# oldest sample when the history is full, acknowledged or not, and repairs a lost
+# transmission only after a heartbeat: Fast DDS piggybacks one on the data when the history
+# is full or every ~socket-send-buffer of bytes (every image; every ~50 glove samples), else
+# sends one every 3 s. Measured with a recorder at nice 19 on a saturated CPU: with 10 camera /
+# 100 glove samples 2-10 % of every raw topic was lost (the middleware reported each as lost);
+# with 2 s of history no image or glove sample was, but camera_info and ground truth (< 1 kB:
+# no piggybacked heartbeat, repaired only after the 3 s one) still were. Hence 2 s for the
+# image and the glove, 10 s for the small camera topics. Memory: a volatile Fast DDS writer
+# drops a sample once every reliable reader acknowledged it (best-effort readers, e.g. the sync
+# node, hold nothing), so the history only fills while a reliable subscriber lags; worst case
+# 120 x 307 kB (640x480 mono8) = 37 MB for the image, 400 x 4.1 kB = 1.6 MB for the glove,
+# 600 x (0.4 + 0.9) kB = 0.8 MB for camera_info + ground truth.
+RAW_IMAGE_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=120,
+                           reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE)
+RAW_CAMERA_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=600,
                             reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE)
 RAW_GLOVE_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=400,
                            reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE)
@@ -171,7 +179,7 @@ def run_node(make_node: Callable[[], Node], args: list[str] | None = None,
 
 
 __all__ = [
-    "declare_parameter_sets", "SENSOR_QOS", "GLOVE_QOS", "RELIABLE_GLOVE_QOS", "RELIABLE_QOS", "RAW_CAMERA_QOS",
-    "RAW_GLOVE_QOS", "LATCHED_QOS", "declare_parameters", "publish_serialized", "now_ns",
+    "declare_parameter_sets", "SENSOR_QOS", "GLOVE_QOS", "RELIABLE_GLOVE_QOS", "RELIABLE_QOS", "RAW_IMAGE_QOS",
+    "RAW_CAMERA_QOS", "RAW_GLOVE_QOS", "LATCHED_QOS", "declare_parameters", "publish_serialized", "now_ns",
     "RateMeter", "diagnostic_status", "diagnostic_array", "run_node",
 ]

@@ -86,8 +86,8 @@ class CameraNode(Node):
         convert.prepare(convert.IMAGE, convert.CAMERA_INFO, convert.HAND_GROUND_TRUTH,
                         "diagnostic_msgs/msg/DiagnosticArray", convert.TF_MESSAGE)
         # raw streams are published reliable: sensor-data (best-effort) subscribers match,
-        # and a recorder gets every frame even when starved of CPU for up to 2 s (base.RAW_CAMERA_QOS)
-        self.image_pub = self.create_publisher(Image, topics.IMAGE, base.RAW_CAMERA_QOS)
+        # and a recorder gets every frame even when starved of CPU for seconds (base.RAW_IMAGE_QOS)
+        self.image_pub = self.create_publisher(Image, topics.IMAGE, base.RAW_IMAGE_QOS)
         self.info_pub = self.create_publisher(CameraInfo, topics.CAMERA_INFO, base.RAW_CAMERA_QOS)
         self.truth_pubs = {t: self.create_publisher(HandGroundTruth, t, base.RAW_CAMERA_QOS)
                            for t in (topics.hand_topic(s, topics.HAND_GROUND_TRUTH) for s in topics.SIDES)}

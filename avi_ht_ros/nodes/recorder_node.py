@@ -15,8 +15,8 @@ for it, writes everything queued and closes the bag before exiting: messages tha
 reached the recorder are never lost. Per-topic counts, queue depth and write errors go
 to ``/diagnostics``, and so do the messages the middleware reports lost before they
 reached the recorder (a reliable publisher overwrote them in its history before a
-starved recorder acknowledged them: the raw-topic publishers keep 2 s of history,
-``base.RAW_CAMERA_QOS``/``RAW_GLOVE_QOS``, so a recorder may stall that long).
+starved recorder acknowledged them; the raw-topic publishers keep seconds of history,
+``base.RAW_IMAGE_QOS``/``RAW_CAMERA_QOS``/``RAW_GLOVE_QOS``).
 """
 from __future__ import annotations
 
