@@ -327,9 +327,6 @@ def test_out_of_range_runtime_parameter_changes_are_rejected_with_a_reason(rclpy
            "rclpy's wrong-type reason, which names type codes only); nodes keep their values", reasons=reasons)
 
 
-@pytest.mark.xfail(strict=True, reason="bug (nodes/sync_node.py, owned by the sync refactor): sync.time_offset_s "
-                   "is declared writable and an in-range change is accepted, but nothing applies it to the "
-                   "synchronizer (the parameter and the offset in use disagree silently)")
 def test_accepted_runtime_parameter_change_takes_effect(rclpy_context):
     from avi_ht_ros.nodes.sync_node import SyncNode
     from node_harness import Harness
@@ -341,9 +338,10 @@ def test_accepted_runtime_parameter_change_takes_effect(rclpy_context):
         (result,) = set_parameters(h, "glove_camera_sync", [Parameter("sync.time_offset_s", value=0.05)])
         h.spin_for(0.2)
         assert result.successful
-        record("runtime parameter change accepted but not applied", "sync.time_offset_s = 0.05 s (in range)", 1,
-               f"accepted; parameter reads {sync.get_parameter('sync.time_offset_s').value}, synchronizer uses "
-               f"{sync.synchronizer.time_offset_s} s")
+        record("runtime parameter change in range (set_parameters service)", "sync.time_offset_s = 0.05 s", 1,
+               f"accepted and applied: parameter reads {sync.get_parameter('sync.time_offset_s').value}, "
+               f"synchronizer uses {sync.synchronizer.time_offset_s} s")
         assert sync.synchronizer.time_offset_s == pytest.approx(0.05)
+        assert sync.offset_estimator.estimate.offset_s == pytest.approx(0.05)
     finally:
         h.close()

@@ -69,6 +69,8 @@ class SyncNode(Node):
         self.create_subscription(HandPose, topics.HAND_POSE, self.on_hand_pose, base.RELIABLE_QOS, raw=True)
         self.create_timer(1.0 / self.params.poll_rate_hz, self.poll)
         self.create_timer(self.params.diagnostics_period_s, self.publish_status)
+        # the one writable parameter: rclpy has checked type and range before this runs
+        self.add_post_set_parameters_callback(self.on_parameters_set)
         self.get_logger().info(
             f"synchronizing {glove.num_sensors} IMUs of the {self.params.side} glove, window "
             f"{self.sync_config.window_length}, offset {self.params.time_offset_mode}")
@@ -100,6 +102,15 @@ class SyncNode(Node):
         if pose.tracking_state in (HandPose.TRACKING_OK, HandPose.TRACKING_VISION_ONLY, HandPose.TRACKING_DEGRADED):
             self.offset_estimator.add_wrist_orientation(convert.stamp_ns_of(pose.header.stamp),
                                                         convert.xyzw_of(pose.wrist_pose.orientation))
+
+    def on_parameters_set(self, parameters) -> None:
+        for parameter in parameters:
+            if parameter.name == "sync.time_offset_s":
+                offset_s = float(parameter.value)
+                self.synchronizer.set_time_offset(offset_s)
+                # online mode: the estimate restarts from the operator's value
+                self.offset_estimator = TimeOffsetEstimator(self.offset_config, offset_s)
+                self.get_logger().info(f"sync.time_offset_s set to {offset_s:.4f} s at runtime")
 
     def poll(self) -> None:
         for result in self.synchronizer.poll(base.now_ns(self)):
