@@ -47,6 +47,25 @@ def test_estimator_recovers_the_offset(true_offset):
     assert result.accepted_updates >= 3
     assert abs(result.offset_s - true_offset) < 0.004, result
     assert result.confidence > 0.5
+    assert result.applied_offset_s == pytest.approx(result.offset_s, abs=0.004)
+
+
+def test_an_untrusted_estimate_is_not_applied():
+    """A single correlation peak (half-trusted at best) moves the running estimate but not the
+    offset used for pairing: that stays the configured one until estimates agree."""
+    glove, camera = simulate(0.2)
+    est = TimeOffsetEstimator(TimeOffsetConfig(), initial_offset_s=0.01)
+    gi = 0
+    for t_cam, q in camera:
+        while gi < len(glove) and glove[gi][0] + 0.2 <= t_cam:
+            est.add_glove_gyro(int(glove[gi][0] * NS), glove[gi][1])
+            gi += 1
+        est.add_wrist_orientation(int(t_cam * NS), q)
+        result = est.update(int(t_cam * NS))
+        if result.accepted_updates:
+            break  # right after the first accepted update
+    assert result.accepted_updates == 1 and abs(result.offset_s - 0.2) < 0.01
+    assert result.confidence < 0.5 and result.applied_offset_s == 0.01
 
 
 def test_no_motion_gives_no_confident_estimate():
@@ -57,6 +76,7 @@ def test_no_motion_gives_no_confident_estimate():
         est.add_wrist_orientation(k * NS // 60, [0, 0, 0, 1])
         result = est.update(k * NS // 60)
     assert result.accepted_updates == 0 and result.confidence == 0.0 and result.offset_s == 0.0
+    assert result.applied_offset_s == 0.0
 
 
 def test_correlate_rates_sub_sample_precision():

@@ -129,8 +129,8 @@ class SyncNode(Node):
         now = base.now_ns(self)
         online = self.params.time_offset_mode == "online"
         estimate = self.offset_estimator.update(now) if online else self.offset_estimator.estimate
-        if online and estimate.accepted_updates:
-            self.synchronizer.set_time_offset(estimate.offset_s)
+        if online:
+            self.synchronizer.set_time_offset(estimate.applied_offset_s)
         base.publish_serialized(self.offset_pub, convert.time_offset_msg(
             now, self.glove_frame, self.synchronizer.time_offset_s, estimate.confidence if online else 1.0,
             estimate.last_raw_offset_s, estimate.last_peak_correlation, estimate.accepted_updates,

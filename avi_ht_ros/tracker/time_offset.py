@@ -46,6 +46,9 @@ class TimeOffsetConfig:
     smoothing: float = param(0.3, "weight of a new accepted estimate in the running offset",
                              range=(0.01, 1.0))
     update_interval_s: float = param(1.0, "time between offset updates", range=(0.05, 60.0), unit="s")
+    min_confidence_to_apply: float = param(0.5, "confidence the running estimate needs before it is used for "
+                                           "pairing (until then the configured sync.time_offset_s is)",
+                                           range=(0.0, 1.0))
 
     def __post_init__(self):
         validate_params(self)
@@ -57,6 +60,7 @@ class TimeOffsetConfig:
 class OffsetEstimate:
     offset_s: float        # running (smoothed) estimate
     confidence: float      # [0, 1]
+    applied_offset_s: float  # what pairing should use: the last estimate trusted enough, else the initial value
     last_raw_offset_s: float
     last_peak_correlation: float
     accepted_updates: int
@@ -107,6 +111,7 @@ class TimeOffsetEstimator:
     def __init__(self, config: TimeOffsetConfig, initial_offset_s: float = 0.0):
         self.config = config
         self._offset = float(initial_offset_s)
+        self._applied = float(initial_offset_s)
         self._confidence = 0.0
         self._raw = float("nan")
         self._peak = 0.0
@@ -175,8 +180,11 @@ class TimeOffsetEstimator:
         # one estimate alone is half-trusted; several agreeing within ~10 ms are trusted
         consistency = 0.5 if len(self._recent_raw) < 2 else float(np.exp(-np.std(self._recent_raw) / 0.01))
         self._confidence = quality * consistency
+        # one lucky correlation peak must not re-pair the streams: only a trusted estimate is applied
+        if self._confidence >= cfg.min_confidence_to_apply:
+            self._applied = self._offset
 
     @property
     def estimate(self) -> OffsetEstimate:
-        return OffsetEstimate(self._offset, self._confidence, self._raw, self._peak, self._accepted,
+        return OffsetEstimate(self._offset, self._confidence, self._applied, self._raw, self._peak, self._accepted,
                               self._rejected)
