@@ -28,6 +28,8 @@ def _time_offset(text: str):
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from avi_ht_ros.tracker.dataset import CropJitterConfig
+    jitter_defaults = CropJitterConfig()
     parser.add_argument("--bags", nargs="+", required=True, metavar="DIR_OR_BAG",
                         help="rosbag2 directories, or directories searched recursively for them")
     parser.add_argument("--out", required=True, help="dataset directory to create (never overwritten)")
@@ -44,11 +46,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--crop-radius", type=float, default=None,
                         help="crop sphere radius at hand scale 1, m (default 0.12, tracker's)")
     parser.add_argument("--center-noise", type=float, default=None,
-                        help="tracking-crop centre noise sigma per axis, m (default 0.01)")
+                        help=f"tracking-crop centre noise sigma per axis, m (default {jitter_defaults.center_noise_m})")
     parser.add_argument("--radius-factor-range", type=float, nargs=2, default=None, metavar=("LOW", "HIGH"),
-                        help="tracking-crop radius factor range (default 0.9 1.1)")
+                        help="tracking-crop radius factor range (default %g %g)" % jitter_defaults.radius_factor_range)
     parser.add_argument("--search-probability", type=float, default=None,
-                        help="share of wide search crops (default 0.05)")
+                        help=f"share of wide search crops (default {jitter_defaults.search_probability})")
     parser.add_argument("--window-length", type=int, default=None, help="IMU samples per window (default 14)")
     parser.add_argument("--jobs", type=int, default=1, help="bags processed in parallel (processes)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
