@@ -124,6 +124,21 @@ def mutate(frames: list[bytes], plan) -> tuple[bytes, list[int]]:
     return stream, intact
 
 
+def check_delivered(frames: list[bytes], stream: bytes, intact: list[int], decoded) -> int:
+    """Exactly the untouched frames come out, byte-identical and in order; the only other
+    frames allowed out are ones the mutations re-created byte for byte (e.g. a copy of a
+    frame's first bytes inserted in front of it: the parser finds the frame there, which is
+    right). Returns how many re-created frames were delivered."""
+    sequences = [f.sequence for f in decoded]
+    assert sequences == sorted(set(sequences)), f"duplicated or out of order: {sequences}"
+    for frame in decoded:
+        assert encode_frame(frame) == frames[frame.sequence]  # nothing corrupted gets through
+    recreated = [i for i in sequences if i not in intact]
+    assert all(frames[i] in stream for i in recreated)
+    assert set(intact) <= set(sequences), f"untouched frames lost: {sorted(set(intact) - set(sequences))}"
+    return len(recreated)
+
+
 def test_mutation_fuzz_delivers_exactly_the_untouched_frames():
     """Any mix of inserted, deleted, overwritten and bit-flipped bytes anywhere in a stream:
     no exception, exactly the untouched frames come out (byte-identical, in order), every
@@ -138,13 +153,11 @@ def test_mutation_fuzz_delivers_exactly_the_untouched_frames():
         stream, intact = mutate(frames, plan)
         parser = FrameParser()
         decoded = feed_chunked(parser, stream, chunks)
-        assert [f.sequence for f in decoded] == intact
-        for frame in decoded:
-            assert encode_frame(frame) == frames[frame.sequence]  # nothing corrupted gets through
+        recreated = check_delivered(frames, stream, intact, decoded)
         assert_bytes_accounted(parser)
-        assert parser.stats.bytes_in_frames == sum(len(frames[i]) for i in intact)
-        assert parser.stats.frames_ok == len(intact)
-        totals.update(examples=1, mutations=len(plan), frames=len(frames), intact=len(intact),
+        assert parser.stats.bytes_in_frames == sum(len(frames[f.sequence]) for f in decoded)
+        assert parser.stats.frames_ok == len(decoded)
+        totals.update(examples=1, mutations=len(plan), frames=len(frames), intact=len(intact), recreated=recreated,
                       corrupted=len(frames) - len(intact), rejected=parser.stats.frames_rejected,
                       discarded_bytes=parser.stats.bytes_discarded, resyncs=parser.stats.resyncs)
 
@@ -154,7 +167,8 @@ def test_mutation_fuzz_delivers_exactly_the_untouched_frames():
            "random insert/delete/overwrite/bit-flip at any byte of a 2-14 frame stream, random chunking",
            totals["mutations"],
            f"{totals['examples']} streams, {totals['frames']} frames: exactly the {totals['intact']} untouched "
-           f"frames delivered byte-identical, {totals['corrupted']} corrupted frames never delivered, "
+           f"frames delivered byte-identical, {totals['corrupted']} corrupted frames never delivered "
+           f"({totals['recreated']} re-created byte for byte delivered once), "
            f"{totals['rejected']} candidates rejected and counted, every byte accounted; no exception",
            **totals)
 
@@ -437,11 +451,12 @@ def unplug_cycles(rclpy_context, tmp_path, cycles: int, up_s: float, down_s: flo
             assert h.spin_until(lambda: len(samples) > count, 10.0), f"cycle {cycle}: no data after replug"
             recovery_s.append(time.monotonic() - replugged)
         h.spin_for(up_s)
+        end_ns = node.get_clock().now().nanoseconds  # before teardown and deserialization (seconds for 20 cycles)
     finally:
         sim.stop()
         h.close()
     msgs = [convert.deserialize(m, convert.GLOVE_SAMPLE) for m in samples]
-    return sim, node, msgs, recovery_s, saw_disconnected
+    return sim, node, msgs, recovery_s, saw_disconnected, end_ns
 
 
 @pytest_ros
@@ -450,7 +465,7 @@ def test_unplug_replug_through_the_pty_recovers_every_time(rclpy_context, tmp_pa
                         "driver node: unplug/replug (pty, rclpy)")
 
 
-def check_unplug_cycles(sim, node, msgs, recovery_s, saw_disconnected, fault_name):
+def check_unplug_cycles(sim, node, msgs, recovery_s, saw_disconnected, end_ns, fault_name):
     cycles = len(recovery_s)
     stamps = np.array([convert.stamp_ns_of(m.header.stamp) for m in msgs])
     assert np.all(np.diff(stamps) > 0), "stamps not increasing across unplug/reboot"
@@ -459,8 +474,7 @@ def check_unplug_cycles(sim, node, msgs, recovery_s, saw_disconnected, fault_nam
     assert saw_disconnected == cycles  # ERROR 'disconnected' in /diagnostics during every unplug
     reboots = sum(1 for c in range(cycles) if c % 2 == 1)
     assert node.clock.stats.device_resets >= reboots and node.link.parser.sequence.stats.resets >= reboots
-    now = node.get_clock().now().nanoseconds
-    assert abs(stamps[-1] - now) < 1e9  # still mapped to the present after reboots
+    assert abs(stamps[-1] - end_ns) < 0.2e9  # still mapped to the present after reboots
     assert max(recovery_s) < 5.0
     record(fault_name,
            f"pty closed {cycles} times for ~0.4 s, every other replug a device reboot (sequence and clock at 0)",
@@ -486,14 +500,16 @@ def test_soak_mutation_fuzz_many_examples():
         stream, intact = mutate(frames, plan)
         parser = FrameParser()
         decoded = feed_chunked(parser, stream, chunks)
-        assert [f.sequence for f in decoded] == intact
+        recreated = check_delivered(frames, stream, intact, decoded)
         assert_bytes_accounted(parser)
-        totals.update(examples=1, mutations=len(plan), frames=len(frames), corrupted=len(frames) - len(intact))
+        totals.update(examples=1, mutations=len(plan), frames=len(frames), corrupted=len(frames) - len(intact),
+                      recreated=recreated)
 
     prop()
     record("parser: stream mutations, soak (hypothesis)", "as the CI variant, up to 30 mutations per stream",
            totals["mutations"], f"{totals['examples']} streams, {totals['corrupted']} corrupted frames: "
-           "exactly the untouched frames delivered", **totals)
+           f"exactly the untouched frames delivered ({totals['recreated']} frames re-created byte for byte by "
+           "the mutations also delivered, once, in order)", **totals)
 
 
 @pytest.mark.slow
