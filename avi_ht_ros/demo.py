@@ -248,6 +248,17 @@ def run_live(scenario: ScenarioInfo, side: str, model: str, out: pathlib.Path, g
                 raise DemoFailed(f"no hand poses within {startup_timeout_s:.0f} s (logs: {logs})")
         finally:
             bar.close()
+        # every raw stream subscribed by the recorder before the window is chosen (its discovery
+        # runs on a timer: a starved machine may subscribe camera info or ground truth later)
+        raw = {topics.IMAGE, topics.CAMERA_INFO, topics.hand_topic(side, topics.HAND_GROUND_TRUTH),
+               topics.hand_topic(side, topics.GLOVE_SAMPLES)}
+
+        def recorder_has_raw_topics() -> bool:
+            status = probe.status("rosbag2 recorder")
+            return status is not None and not raw & set(str(status.values.get("waiting_for", "")).split(","))
+
+        if not probe.spin_until(recorder_has_raw_topics, 60.0, check):
+            log(f"[demo] warning: the recorder still waits for some of {sorted(raw)} (see the report's loss checks)")
         startup_s = time.monotonic() - started
         # one whole scenario: from the next loop start (both simulated sources loop on the wall clock)
         # (live stamp of the scenario's first frame = loop index x loop duration: sim_loop_time)

@@ -39,25 +39,29 @@ def avi():
     return config, limits
 
 
-def check_commands(commands, limits: JointLimits, max_step_s: float, constant_period: bool) -> dict:
-    """Limits on a recorded (now, SafetyCommand) stream, with the filter's own time steps."""
+def check_commands(commands, limits: JointLimits, max_step_s: float) -> dict:
+    """Limits on a recorded (now, SafetyCommand) stream, with the filter's own time steps
+    (regular or jittered): position, velocity and acceleration on every tick."""
     q = np.array([c.position for _, c in commands])
     now = np.array([t for t, _ in commands])
     assert np.all(np.isfinite(q))
     assert np.all(q >= limits.lower - 1e-12) and np.all(q <= limits.upper + 1e-12)
+    # a non-increasing timestamp returns the previous command and leaves the filter as it was
+    advanced = np.ones(len(now), bool)
+    latest = -np.inf
+    for i, t in enumerate(now):
+        advanced[i] = t > latest
+        latest = max(latest, t)
+    assert np.all(q[~advanced] == q[np.maximum.accumulate(np.where(advanced, np.arange(len(q)), 0))][~advanced]), \
+        "moved on a non-increasing timestamp"
+    q, now = q[advanced], now[advanced]
     dt = np.minimum(np.diff(now), max_step_s)
-    moved = np.abs(np.diff(q, axis=0))
-    still = dt <= 0
-    assert np.all(moved[still] == 0), "moved on a non-increasing timestamp"
-    dt_ok = dt[~still]
-    assert np.all(moved[~still] <= limits.velocity * dt_ok[:, None] * (1 + 1e-9) + 1e-12)
-    v = np.zeros_like(q)
-    v[1:][~still] = np.diff(q, axis=0)[~still] / dt_ok[:, None]
-    worst_accel = 0.0
-    if constant_period:
-        a = np.abs(np.diff(v, axis=0)[1:]) / dt[1:, None]
-        worst_accel = float((a / limits.acceleration).max()) if a.size else 0.0
-        assert worst_accel <= 1 + 1e-6, worst_accel
+    v = np.zeros_like(q)              # the filter starts at rest
+    v[1:] = np.diff(q, axis=0) / dt[:, None]
+    assert np.all(np.abs(v) <= limits.velocity * (1 + 1e-9) + 1e-9)
+    a = np.abs(np.diff(v, axis=0)) / dt[:, None]
+    worst_accel = float((a / limits.acceleration).max()) if a.size else 0.0
+    assert worst_accel <= 1 + 1e-6, worst_accel
     return {"worst_velocity_fraction": float((np.abs(v) / limits.velocity).max()),
             "worst_acceleration_fraction": worst_accel}
 
@@ -113,7 +117,7 @@ def test_safety_filter_under_arbitrary_adversarial_input_schedules(avi):
             if last_input is None or stamp >= last_input:  # older inputs are ignored
                 last_input, input_valid = stamp, valid
             for _ in range(gap + 1):
-                now = round(now + (rng.uniform(0.007, 0.013) if jitter else period), 9)
+                now = round(now + (rng.uniform(0.002, 0.06) if jitter else period), 9)
                 command = flt.step(now)
                 commands.append((now, command))
                 # watchdog: no motion towards a target once the input is stale or invalid
@@ -121,7 +125,7 @@ def test_safety_filter_under_arbitrary_adversarial_input_schedules(avi):
                 if stale:
                     assert command.state not in MOVING, (now, last_valid_input, command.state)
                     totals["stale_ticks"] += 1
-        figures = check_commands(commands, limits, flt.max_step_s, constant_period=not jitter)
+        figures = check_commands(commands, limits, flt.max_step_s)
         worst["velocity"] = max(worst["velocity"], figures["worst_velocity_fraction"])
         worst["acceleration"] = max(worst["acceleration"], figures["worst_acceleration_fraction"])
         totals["commands"] += len(commands)
@@ -135,7 +139,7 @@ def test_safety_filter_under_arbitrary_adversarial_input_schedules(avi):
            totals["inputs"],
            f"{totals['commands']} commands over {totals['examples']} schedules: all finite and inside the joint "
            f"limits; peak speed {worst['velocity']:.2f} x velocity limit, peak acceleration "
-           f"{worst['acceleration']:.2f} x limit (constant period); never moving towards a target on "
+           f"{worst['acceleration']:.2f} x limit (regular and jittered periods); never moving towards a target on "
            f"{totals['stale_ticks']} stale/invalid ticks", **totals, worst=worst)
 
 
@@ -168,7 +172,7 @@ def test_watchdog_engages_on_the_first_tick_after_the_timeout(avi):
         assert first_lost > last_input + timeout - 1e-9
         assert first_lost <= last_input + timeout + 0.01 + 1e-9  # the first tick after the timeout
         reaction_ms.append((first_lost - last_input) * 1e3)
-        check_commands(commands, limits, flt.max_step_s, constant_period=True)
+        check_commands(commands, limits, flt.max_step_s)
         if safety.lost_behavior == "hold":
             assert np.allclose(commands[-1][1].velocity, 0) and np.ptp([c.position for _, c in commands[-20:]], axis=0).max() < 1e-9
     record("retarget watchdog reaction (safety filter)", "input stops at a random instant, 100 Hz control ticks",
@@ -284,15 +288,8 @@ def test_retarget_node_keeps_limits_and_stops_on_adversarial_and_stale_poses(rcl
 
 def check_retarget_run(node, computed, received_at, stopped, msgs, kinds, fault: str):
     limits, safety = node.limits, node.safety.config
-    figures = check_commands(computed, limits, node.safety.max_step_s, constant_period=False)
-    # accelerations with the filter's real (jittery) periods: bounded by the limit, except the
-    # documented case where a jittered period lets the final position clip win
-    now = np.array([t for t, _ in computed])
+    figures = check_commands(computed, limits, node.safety.max_step_s)   # with the timer's real periods
     q = np.array([c.position for _, c in computed])
-    dt = np.minimum(np.diff(now), node.safety.max_step_s)
-    v = np.diff(q, axis=0) / dt[:, None]
-    accel_fraction = np.abs(np.diff(v, axis=0)) / dt[1:, None] / limits.acceleration
-    assert np.quantile(accel_fraction.max(axis=1), 0.99) <= 1.0 + 1e-6
     # what was published is what the filter computed, in order
     published = np.array([m.position for m in msgs])
     assert len(published) >= 0.9 * len(computed)
@@ -315,11 +312,12 @@ def check_retarget_run(node, computed, received_at, stopped, msgs, kinds, fault:
            f"{sum(kinds.values())} HandPoses at 60 Hz: {dict(kinds)}, then none",
            sum(kinds.values()),
            f"{len(computed)} commands computed, {len(msgs)} received: all inside the joint limits, peak speed "
-           f"{figures['worst_velocity_fraction']:.2f} x limit, accel <= limit on 99 % of ticks (jittered timer); "
+           f"{figures['worst_velocity_fraction']:.2f} x limit, peak acceleration "
+           f"{figures['worst_acceleration_fraction']:.2f} x limit on the timer's jittered periods; "
            f"{node.rejected} poses rejected by the retargeter; watchdog HOLD {safety.stale_timeout_ms:g} ms + "
            f"{tick_delay * 1e3:.1f} ms after the last pose (control period {period * 1e3:.0f} ms)",
            kinds=dict(kinds), rejected=node.rejected, tick_delay_ms=tick_delay * 1e3, engaged=engaged,
-           accel_fraction_max=float(accel_fraction.max()))
+           accel_fraction_max=figures["worst_acceleration_fraction"])
     # (the timer's delay on a loaded executor is a figure, not an assertion: ARCHITECTURE.md)
 
 
@@ -343,10 +341,10 @@ def test_soak_safety_filter_many_schedules(avi):
         for kind, state, clock, gap in events:
             flt.update(now if clock == "forward" else now - 0.05, adversarial_target(kind, limits, rng), int(state))
             for _ in range(gap + 1):
-                now = round(now + (rng.uniform(0.007, 0.013) if jitter else 0.01), 9)
+                now = round(now + (rng.uniform(0.002, 0.06) if jitter else 0.01), 9)
                 commands.append((now, flt.step(now)))
-        check_commands(commands, limits, flt.max_step_s, constant_period=not jitter)
+        check_commands(commands, limits, flt.max_step_s)
 
     prop()
     record("retarget safety filter: soak (hypothesis)", "2000 schedules of up to 120 adversarial inputs", 2000,
-           "all commands inside position/velocity limits, acceleration at constant period")
+           "all commands inside position, velocity and acceleration limits (regular and jittered periods)")

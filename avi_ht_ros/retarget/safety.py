@@ -12,9 +12,9 @@ Guarantees of every command returned by :meth:`CommandSafetyFilter.step`, in pri
 2. ``|q_k - q_(k-1)| <= v_max * dt`` per joint (``v_max`` from the URDF ``<limit velocity>``
    times ``safety.velocity_scale``, or ``safety.max_velocity``);
 3. ``|v_k - v_(k-1)| <= a_max * dt`` per joint (``safety.max_acceleration``), with
-   ``v_k = (q_k - q_(k-1)) / dt``.  The tracker brakes early enough to stop at its goal
-   and inside the limits, so (1) and (2) never have to override (3) at a constant control
-   period; with jittery periods the final position clip wins over (3).
+   ``v_k = (q_k - q_(k-1)) / dt``.  The tracker brakes early enough to stop inside the
+   position limits whatever the later control periods are (:func:`_limit_approach_speed`),
+   so (1) and (2) never have to override (3), on a jittery control timer too.
 
 ``dt`` is capped at ``max_step_s`` (a stalled control loop does not license a big jump), and
 a non-increasing timestamp yields the previous command unchanged.
@@ -118,6 +118,18 @@ def _braking_speed(distance: np.ndarray, acceleration: np.ndarray, dt: float) ->
     return np.minimum(speed, (k + 1) * quantum)
 
 
+def _limit_approach_speed(distance: np.ndarray, acceleration: np.ndarray, dt: float) -> np.ndarray:
+    """Largest speed towards a position limit ``distance`` away for this step of ``dt``, whatever
+    the later periods: the step keeps ``v**2 / (2 a) <= distance left`` (``v**2/(2a) + v dt <=
+    distance``). Braking at ``a`` from there over steps of any length moves a right Riemann sum
+    of a falling speed, which is at most ``v**2 / (2 a)``; so the position clip at the limit
+    never has to act and decelerate harder than ``a``, even on a jittery control timer.
+    (:func:`_braking_speed` is exact for a constant period, and is used to approach the goal,
+    where a jittered overshoot is harmless.)"""
+    quantum = acceleration * dt
+    return np.sqrt(quantum * quantum + 2.0 * acceleration * np.maximum(distance, 0.0)) - quantum
+
+
 def rate_limit(position: np.ndarray, velocity: np.ndarray, target: np.ndarray, dt: float,
                limits: JointLimits, speed_scale: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
     """One control step towards ``target`` under velocity/acceleration/position limits.
@@ -135,9 +147,9 @@ def rate_limit(position: np.ndarray, velocity: np.ndarray, target: np.ndarray, d
     # Desired speed: reach the goal in this step if possible, else cruise, braking in time.
     speed = np.minimum(np.abs(error) / dt, np.minimum(cruise, _braking_speed(np.abs(error), accel, dt)))
     desired = np.sign(error) * speed
-    # Never head towards a position limit faster than allows stopping at it.
-    desired = np.minimum(desired, _braking_speed(limits.upper - position, accel, dt))
-    desired = np.maximum(desired, -_braking_speed(position - limits.lower, accel, dt))
+    # Never head towards a position limit faster than allows stopping at it (any later period).
+    desired = np.minimum(desired, _limit_approach_speed(limits.upper - position, accel, dt))
+    desired = np.maximum(desired, -_limit_approach_speed(position - limits.lower, accel, dt))
     new_velocity = np.clip(desired, velocity - accel * dt, velocity + accel * dt)
     new_velocity = np.clip(new_velocity, -limits.velocity, limits.velocity)
     new_position = np.clip(position + new_velocity * dt, limits.lower, limits.upper)
