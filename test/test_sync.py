@@ -101,6 +101,26 @@ def test_frame_waits_for_late_glove_data_then_completes():
     assert result.payload == "late" and result.window.state == WINDOW_COMPLETE
 
 
+@pytest.mark.parametrize("phase", [1, 2, 3, 4])   # camera stamp = sample 40 + phase/5 of a glove period
+def test_frame_is_ready_on_the_first_sample_stamped_at_or_after_it(phase):
+    """The live sync emits a frame on the glove sample that settles its window (no later one can
+    be nearer), and the window equals the one built with all the data present (offline)."""
+    camera_ns = 40 * GLOVE_PERIOD + phase * GLOVE_PERIOD // 5
+    sync = make(max_wait_s=0.03)
+    samples = glove_stream(0, 60)
+    for s in samples[:41]:
+        sync.add_glove_sample(*s)
+    sync.add_camera_frame(camera_ns, "frame", arrival_ns=camera_ns)
+    assert sync.poll(camera_ns) == []        # newest sample (40) is older than the frame: wait
+    sync.add_glove_sample(*samples[41])      # stamped after the frame: settled
+    (live,) = sync.poll(camera_ns)
+    (offline,) = replay(samples, [(camera_ns, "frame")], make(max_wait_s=0.03))
+    np.testing.assert_array_equal(live.window.stamps_ns, offline.window.stamps_ns)
+    np.testing.assert_array_equal(live.window.accel, offline.window.accel)
+    nearest = 40 if phase * 2 <= 5 else 41
+    assert live.window.stamps_ns[-1] == nearest * GLOVE_PERIOD and live.window.state == WINDOW_COMPLETE
+
+
 def test_sample_not_arrived_after_wait_is_padded_and_flagged():
     sync = make(max_wait_s=0.03)
     for s in glove_stream(0, 40):

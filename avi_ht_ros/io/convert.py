@@ -8,6 +8,7 @@ access, so they accept rosbags objects and rclpy messages alike.
 """
 from __future__ import annotations
 
+import functools
 from typing import Any, Sequence
 
 import numpy as np
@@ -51,12 +52,21 @@ def _default(node: tuple) -> Any:
     return [_default(element) for _ in range(size if kind == Nodetype.ARRAY else 0)]
 
 
+@functools.lru_cache(maxsize=None)
+def _layout(msgtype: str) -> tuple[type, tuple, frozenset]:
+    """(class, field definitions, field names) of ``msgtype`` (looked up once per type)."""
+    store = typestore()
+    fielddefs = tuple(store.fielddefs[msgtype][1])
+    return store.types[msgtype], fielddefs, frozenset(name for name, _ in fielddefs)
+
+
 def new_message(msgtype: str, **fields: Any) -> Any:
     """A message of ``msgtype`` with ``fields`` set and every other field defaulted."""
-    store = typestore()
-    cls = store.types[msgtype]
+    cls, fielddefs, names = _layout(msgtype)
+    if fields.keys() == names:      # every field given (points, vectors, stamps, ...): nothing to default
+        return cls(**fields)
     values = {}
-    for name, node in store.fielddefs[msgtype][1]:
+    for name, node in fielddefs:
         if name in fields:
             values[name] = fields.pop(name)
         elif msgtype == "geometry_msgs/msg/Quaternion" and name == "w":

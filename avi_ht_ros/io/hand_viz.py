@@ -24,32 +24,29 @@ SPHERE_LIST, LINE_LIST, TEXT_VIEW_FACING = 7, 5, 9
 ADD = 0
 
 
-def _relative(parent_rotation, parent_origin, child_rotation, child_origin):
-    rotation = parent_rotation.T @ child_rotation
-    translation = parent_rotation.T @ (child_origin - parent_origin)
-    return translation, Rotation.from_matrix(rotation).as_quat()
-
-
 def hand_transforms(stamp_ns: int, side: str, camera_frame: str, wrist_rotation: np.ndarray,
                     wrist_translation: np.ndarray, bone_rotations: np.ndarray, bone_origins: np.ndarray) -> list[Any]:
     """Dynamic TF of one hand: wrist in the camera frame, then each bone relative to its parent.
 
     ``bone_rotations``/``bone_origins`` are the FK's ``[B, 3, 3]``/``[B, 3]`` in the camera frame.
+    All rotations go through one batched quaternion conversion (this runs for every frame).
     """
     wrist = f"{side}_wrist"
-    transforms = [convert.transform_stamped_msg(stamp_ns, camera_frame, wrist, wrist_translation,
-                                                Rotation.from_matrix(wrist_rotation).as_quat())]
-    wrist_r, wrist_t = np.asarray(wrist_rotation), np.asarray(wrist_translation)
+    wrist_r = np.asarray(wrist_rotation, float)
+    wrist_t = np.asarray(wrist_translation, float)
+    bone_r = np.asarray(bone_rotations, float)
+    bone_t = np.asarray(bone_origins, float)
+    parents = np.asarray(BONE_PARENT)
+    parent_r = np.where((parents < 0)[:, None, None], wrist_r, bone_r[np.maximum(parents, 0)])
+    parent_t = np.where((parents < 0)[:, None], wrist_t, bone_t[np.maximum(parents, 0)])
+    relative_r = np.einsum("bji,bjk->bik", parent_r, bone_r)               # parent^T @ child
+    relative_t = np.einsum("bji,bj->bi", parent_r, bone_t - parent_t)
+    quats = Rotation.from_matrix(np.concatenate([wrist_r[None], relative_r])).as_quat()
+    transforms = [convert.transform_stamped_msg(stamp_ns, camera_frame, wrist, wrist_t, quats[0])]
     for bone, parent in enumerate(BONE_PARENT):
-        if parent < 0:
-            translation, quat = _relative(wrist_r, wrist_t, bone_rotations[bone], bone_origins[bone])
-            parent_frame = wrist
-        else:
-            translation, quat = _relative(bone_rotations[parent], bone_origins[parent], bone_rotations[bone],
-                                          bone_origins[bone])
-            parent_frame = f"{side}_{BONE_NAMES[parent]}"
+        parent_frame = wrist if parent < 0 else f"{side}_{BONE_NAMES[parent]}"
         transforms.append(convert.transform_stamped_msg(stamp_ns, parent_frame, f"{side}_{BONE_NAMES[bone]}",
-                                                        translation, quat))
+                                                        relative_t[bone], quats[bone + 1]))
     return transforms
 
 

@@ -36,7 +36,9 @@ class SyncNodeParams:
     glove_config: str = param("glove_12imu.yaml", "glove description (config/ name or path)")
     time_offset_mode: str = param("online", "camera-glove offset: 'fixed' (sync.time_offset_s) or 'online' "
                                   "(estimated from gyro vs vision wrist rotation)", choices=("fixed", "online"))
-    poll_rate_hz: float = param(100.0, "how often waiting frames are checked", range=(10.0, 2000.0), unit="Hz")
+    poll_rate_hz: float = param(100.0, "how often frames waiting for late glove data are checked against "
+                                "max_wait_s (a frame whose window is complete goes out on the glove sample that "
+                                "completes it)", range=(10.0, 2000.0), unit="Hz")
     diagnostics_period_s: float = param(1.0, "period of /diagnostics and time-offset messages",
                                         range=(0.1, 60.0), unit="s")
 
@@ -96,6 +98,8 @@ class SyncNode(Node):
             return
         self.synchronizer.add_glove_sample(stamp_ns, accel, gyro, status)
         self.offset_estimator.add_glove_gyro(stamp_ns, gyro[self.hand_back_index])
+        if self.synchronizer.has_pending_frames:
+            self.poll()       # the sample that completes a waiting frame's window sends it at once
 
     def on_hand_pose(self, data: bytes) -> None:
         pose = convert.deserialize(data, convert.HAND_POSE)

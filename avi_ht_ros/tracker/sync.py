@@ -9,7 +9,8 @@ sample plus the ``window_length - 1`` samples before it (oldest first).
 Feeding order is the arrival order: glove samples through
 :meth:`ImuWindowSynchronizer.add_glove_sample`, camera frames through
 :meth:`ImuWindowSynchronizer.add_camera_frame`, and :meth:`poll` with the
-current time emits every frame whose window is ready. A frame waits at most
+current time emits every frame whose window is ready — as soon as a glove sample
+stamped at or after the frame has arrived (none still to come can be nearer). A frame waits at most
 ``max_wait_s`` for late glove data; then it is emitted with a flagged partial
 window (missing samples padded and marked) or, with too few real samples,
 dropped and counted. Nothing is paired silently: every anomaly (glove clock
@@ -228,6 +229,11 @@ class ImuWindowSynchronizer:
         return True
 
     # -- output --------------------------------------------------------------------
+    @property
+    def has_pending_frames(self) -> bool:
+        """Camera frames are waiting for their IMU window."""
+        return bool(self._pending)
+
     def poll(self, now_ns: int | None = None) -> list[SyncedResult]:
         """Emit every pending frame whose window is ready or whose wait has expired.
 
@@ -238,8 +244,9 @@ class ImuWindowSynchronizer:
         while self._pending:
             camera_ns, arrival_ns, payload = self._pending[0]
             newest = self._newest_stamp_camera_ns()
-            half_period = self.config.period_ns // 2
-            data_complete = newest is not None and newest >= camera_ns + half_period
+            # Samples arrive in stamp order (older ones are dropped), so once one is stamped at
+            # or after the frame, none still to come can be nearer to it: the window is settled.
+            data_complete = newest is not None and newest >= camera_ns
             expired = now_ns is None or now_ns - arrival_ns >= self.config.max_wait_s * NS
             if not (data_complete or expired):
                 break  # frames are in stamp order: later ones cannot be ready either
