@@ -30,11 +30,14 @@ pytestmark = pytest.mark.ros
 
 #: seed of the scenario: outside the training seeds (0-23 of the shipped models, models/*.md)
 SEED = 4011
-#: live-graph accuracy bounds (median over the run's poses): measured 28.5 mm / 12.7 mm with the
-#: shipped model on this scenario (held-out benchmark MKPE 41.7 mm, models/avi_ht.md), with margin
-#: for a loaded machine (the fusion node skips stale frames)
+#: live-graph accuracy bounds (median over the run's poses) with the shipped model on this
+#: scenario (held-out benchmark MKPE 41.7 mm, models/avi_ht.md): measured 24-28 mm / 11-13 mm on
+#: an idle machine, but 23-38 mm / 10-23 mm when the VM runs slow (fusion skips 60 % of the frames
+#: and the starved glove driver makes the synchronizer drop 10-20 % for late IMU data, so the
+#: tracker's crops follow a hand that moved further between its frames). The bounds catch a
+#: broken pipeline (an untrained or mis-wired model is > 50 mm), not the machine's speed.
 MAX_MEDIAN_MKPE_MM = 45.0
-MAX_MEDIAN_WRIST_ALIGNED_MM = 20.0
+MAX_MEDIAN_WRIST_ALIGNED_MM = 30.0
 
 
 @pytest.fixture(scope="module")
