@@ -181,19 +181,12 @@ SCENARIOS = [
     Scenario("glove stream stalls (backlog)", "glove data 0.25 s late at t=2 s, then delivered at once",
              glove_backlog=(2.0, 2.25)),
     Scenario("camera frame drops", "20 % of camera frames never arrive", camera_drop_probability=0.2),
+    Scenario("camera clock jumps backwards", "camera stamps -0.5 s at t=2 s (glove and arrival times unaffected)",
+             camera_clock_jumps=((2.0, -0.5),)),
+    Scenario("camera clock jumps backwards, then back", "camera stamps -0.5 s from t=2 s to t=3 s",
+             camera_clock_jumps=((2.0, -0.5), (3.0, 0.5))),
 ]
 START_UP_FRAMES = 4  # camera frames before the first 14 glove samples exist (partial or dropped)
-
-KNOWN_BUGS = [
-    pytest.param(Scenario("camera clock jumps backwards", "camera stamps -0.5 s at t=2 s (glove unaffected)",
-                          camera_clock_jumps=((2.0, -0.5),)),
-                 marks=pytest.mark.xfail(strict=True, reason=(
-                     "limitation: frames are paired by stamp, so a camera clock stepping back on its own pairs "
-                     "frames 0.5 s off once its stamps pass the old ones (detectable from arrival - stamp, not "
-                     "done). Live cameras are stamped with the host clock (camera_node), so this needs a camera "
-                     "with its own clock"))),
-]
-
 
 def outcome_text(out: Outcome) -> str:
     emitted = out.complete + out.partial
@@ -205,8 +198,7 @@ def outcome_text(out: Outcome) -> str:
                    "windows > 5 ms, while the clock mapper had no low-latency sample yet)")
 
 
-@pytest.mark.parametrize("scenario", SCENARIOS + KNOWN_BUGS,
-                         ids=[s.name for s in SCENARIOS] + [p.values[0].name for p in KNOWN_BUGS])
+@pytest.mark.parametrize("scenario", SCENARIOS, ids=[s.name for s in SCENARIOS])
 def test_synchronizer_flags_or_drops_never_mispairs(scenario):
     out = run_chain(scenario)
     record(f"time: {scenario.name}", scenario.injected, out.camera_frames, outcome_text(out),
@@ -222,6 +214,13 @@ def test_synchronizer_flags_or_drops_never_mispairs(scenario):
         assert out.clock["host_jumps"] == 1
     if scenario.glove_stall:
         assert out.stats["frames_dropped_no_imu"] > 0 and out.stats["glove_gaps"] >= 50
+    if scenario.name.startswith("camera clock jumps backwards"):
+        # every frame stamped by the stepped clock is dropped and counted, the glove buffer is kept
+        frame_times = 0.003 + np.arange(int(scenario.seconds * CAMERA_HZ) + 2) / CAMERA_HZ
+        stepped = sum(1 for t in frame_times[frame_times <= scenario.seconds]
+                      if step_value(scenario.camera_clock_jumps, t) != 0)
+        assert out.stats["camera_clock_mismatch"] == stepped and out.stats["camera_clock_resets"] == 0
+        assert out.complete >= out.camera_frames - stepped - START_UP_FRAMES - 2
     if scenario.name == "camera clock jumps forward":
         assert out.stats["frames_dropped_no_imu"] >= 0.9 * (out.camera_frames - 120)  # no glove data there
 

@@ -14,8 +14,9 @@ stamped at or after the frame has arrived (none still to come can be nearer). A 
 ``max_wait_s`` for late glove data; then it is emitted with a flagged partial
 window (missing samples padded and marked) or, with too few real samples,
 dropped and counted. Nothing is paired silently: every anomaly (glove clock
-jumping backwards, duplicate stamps, camera frames out of order, gaps) is
-counted in :class:`SyncStats`.
+jumping backwards, duplicate stamps, camera frames out of order, gaps, the
+camera's own clock stepping back — told from a host clock step by the frames'
+arrival times) is counted in :class:`SyncStats`.
 
 Stamps are integer nanoseconds. ``time_offset_s`` maps glove time to camera
 time: ``t_camera = t_glove + time_offset_s``.
@@ -66,6 +67,11 @@ class SyncConfig:
                                  "the glove buffer is cleared (never stitched across the step); smaller "
                                  "steps back are dropped as out of order", range=(1e-3, 3600.0), unit="s")
     max_pending_frames: int = param(30, "camera frames waiting at once (older ones dropped)", range=(1, 1000))
+    camera_clock_step_tolerance_s: float = param(
+        0.1, "a camera stamp stepping back while the frames' arrival times do not (by more than this) is a step "
+        "of the camera's own clock: its frames are dropped and counted until their stamps are back in step "
+        "with their arrival times (a host clock step moves both and is handled like a glove clock step)",
+        range=(1e-3, 10.0), unit="s")
 
     def __post_init__(self):
         validate_params(self)
@@ -91,6 +97,7 @@ class SyncStats:
     camera_out_of_order: int = 0     # camera stamp <= previous camera stamp, by <= clock_reset_s (dropped)
     camera_clock_resets: int = 0     # camera stamp stepped back > clock_reset_s (glove buffer cleared)
     camera_overflow: int = 0         # too many frames waiting (oldest dropped)
+    camera_clock_mismatch: int = 0   # camera clock stepped back on its own (arrival times did not): dropped
     frames_complete: int = 0
     frames_partial: int = 0
     frames_dropped_no_imu: int = 0   # no glove sample near the camera stamp after waiting
@@ -99,7 +106,7 @@ class SyncStats:
     @property
     def frames_dropped(self) -> int:
         return (self.frames_dropped_no_imu + self.frames_dropped_too_few
-                + self.camera_out_of_order + self.camera_overflow)
+                + self.camera_out_of_order + self.camera_overflow + self.camera_clock_mismatch)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -155,6 +162,9 @@ class ImuWindowSynchronizer:
         self._count = 0        # samples ever stored since last reset
         self._pending: collections.deque[tuple[int, int, Any]] = collections.deque()
         self._last_camera_ns: int | None = None
+        self._last_camera_arrival_ns: int | None = None
+        # arrival - stamp of the camera frames before their clock stepped back on its own (None: in step)
+        self._camera_step_baseline_ns: int | None = None
         self._offset_ns = int(round(config.time_offset_s * NS))
 
     # -- configuration that may change at run time ---------------------------------
@@ -208,25 +218,42 @@ class ImuWindowSynchronizer:
     def add_camera_frame(self, stamp_ns: int, payload: Any, arrival_ns: int | None = None) -> bool:
         """Queue a camera frame (camera clock). Returns False if it was dropped.
 
-        ``arrival_ns`` (default: the stamp) starts the frame's waiting time.
+        ``arrival_ns`` (default: the stamp) starts the frame's waiting time, and tells a step of
+        the camera's own clock (stamps step back, arrival times do not) from a host clock step.
         """
         self.stats.camera_frames += 1
         stamp_ns = int(stamp_ns)
-        if self._last_camera_ns is not None and stamp_ns <= self._last_camera_ns:
-            if self._last_camera_ns - stamp_ns <= self.config.clock_reset_s * NS:
+        arrival = stamp_ns if arrival_ns is None else int(arrival_ns)
+        tolerance_ns = self.config.camera_clock_step_tolerance_s * NS
+        last_stamp, last_arrival = self._last_camera_ns, self._last_camera_arrival_ns
+        if self._camera_step_baseline_ns is not None:
+            if abs((arrival - stamp_ns) - self._camera_step_baseline_ns) > tolerance_ns:
+                return self._drop_camera_clock_mismatch(stamp_ns, arrival)
+            self._camera_step_baseline_ns = None   # the camera clock is back in step
+        elif last_stamp is not None and stamp_ns <= last_stamp:
+            if last_stamp - stamp_ns <= self.config.clock_reset_s * NS:
                 self.stats.camera_out_of_order += 1
                 return False
-            # The camera clock stepped back: only glove data arriving from now on may be
-            # paired with it (a host clock step moves the glove stamps too; a camera
-            # clock stepping alone then finds no glove data at its stamps and is dropped).
+            if (arrival - last_arrival) - (stamp_ns - last_stamp) > tolerance_ns:
+                # Only the camera's clock stepped back: its stamps would pass the glove data
+                # of other instants. Drop its frames until stamps and arrivals agree again.
+                self._camera_step_baseline_ns = last_arrival - last_stamp
+                return self._drop_camera_clock_mismatch(stamp_ns, arrival)
+            # The host clock stepped back (the glove stamps move too): only glove data
+            # arriving from now on may be paired with the frames.
             self.stats.camera_clock_resets += 1
             self._reset_glove()
-        self._last_camera_ns = stamp_ns
-        self._pending.append((stamp_ns, int(stamp_ns if arrival_ns is None else arrival_ns), payload))
+        self._last_camera_ns, self._last_camera_arrival_ns = stamp_ns, arrival
+        self._pending.append((stamp_ns, arrival, payload))
         while len(self._pending) > self.config.max_pending_frames:
             self._pending.popleft()
             self.stats.camera_overflow += 1
         return True
+
+    def _drop_camera_clock_mismatch(self, stamp_ns: int, arrival_ns: int) -> bool:
+        self.stats.camera_clock_mismatch += 1
+        self._last_camera_ns, self._last_camera_arrival_ns = stamp_ns, arrival_ns
+        return False
 
     # -- output --------------------------------------------------------------------
     @property
