@@ -208,6 +208,7 @@ def run_live(scenario: ScenarioInfo, side: str, model: str, out: pathlib.Path, g
     from tqdm import tqdm
 
     from avi_ht_ros.graph import GraphProcesses, NodeProcessSpec, sim_graph
+    from avi_ht_ros.io.recorder import LATCHED_TOPICS, RAW_TOPICS
     from avi_ht_ros.live_stats import ProcessSampler
 
     domain_id = choose_domain_id()
@@ -250,8 +251,7 @@ def run_live(scenario: ScenarioInfo, side: str, model: str, out: pathlib.Path, g
             bar.close()
         # every raw stream subscribed by the recorder before the window is chosen (its discovery
         # runs on a timer: a starved machine may subscribe camera info or ground truth later)
-        raw = {topics.IMAGE, topics.CAMERA_INFO, topics.hand_topic(side, topics.HAND_GROUND_TRUTH),
-               topics.hand_topic(side, topics.GLOVE_SAMPLES)}
+        raw = (set(RAW_TOPICS) - set(LATCHED_TOPICS)) & set(demo_topics(side))
 
         def recorder_has_raw_topics() -> bool:
             status = probe.status("rosbag2 recorder")

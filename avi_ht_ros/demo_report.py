@@ -342,8 +342,9 @@ def loss_checks(recording: Recording, frame_period_ns: int, window: tuple[int, i
     image_set = {s for s in recording.images if inside(s)}
     stamps = np.array(sorted(image_set), np.int64)
     steps = np.round(np.diff(stamps) / frame_period_ns).astype(np.int64) if stamps.size > 1 else np.zeros(0, np.int64)
-    glove = np.array([inside(int(s)) for s in recording.glove_stamps], bool)
-    sequence = recording.glove_sequence[glove] if glove.size else recording.glove_sequence
+    glove_stamps = recording.glove_stamps
+    sequence = recording.glove_sequence if window is None else \
+        recording.glove_sequence[(glove_stamps >= window[0]) & (glove_stamps < window[1])]
     seq_steps = np.diff(sequence) % 2**32 if sequence.size > 1 else np.zeros(0, np.int64)
     synced = {s for s in recording.synced if inside(s)}
     return {

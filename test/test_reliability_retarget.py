@@ -47,13 +47,9 @@ def check_commands(commands, limits: JointLimits, max_step_s: float) -> dict:
     assert np.all(np.isfinite(q))
     assert np.all(q >= limits.lower - 1e-12) and np.all(q <= limits.upper + 1e-12)
     # a non-increasing timestamp returns the previous command and leaves the filter as it was
-    advanced = np.ones(len(now), bool)
-    latest = -np.inf
-    for i, t in enumerate(now):
-        advanced[i] = t > latest
-        latest = max(latest, t)
-    assert np.all(q[~advanced] == q[np.maximum.accumulate(np.where(advanced, np.arange(len(q)), 0))][~advanced]), \
-        "moved on a non-increasing timestamp"
+    advanced = now > np.concatenate([[-np.inf], np.maximum.accumulate(now)[:-1]])
+    last_advanced = np.maximum.accumulate(np.where(advanced, np.arange(len(q)), 0))
+    assert np.all(q[~advanced] == q[last_advanced][~advanced]), "moved on a non-increasing timestamp"
     q, now = q[advanced], now[advanced]
     dt = np.minimum(np.diff(now), max_step_s)
     v = np.zeros_like(q)              # the filter starts at rest

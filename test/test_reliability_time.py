@@ -76,6 +76,15 @@ def step_value(steps: tuple, t: float) -> float:
     return sum(delta for at, delta in steps if t >= at)
 
 
+def camera_frame_times(seconds: float) -> list[float]:
+    """True acquisition times of the simulated camera frames (60 Hz from 3 ms)."""
+    times, j = [], 0
+    while (t := 0.003 + j / CAMERA_HZ) <= seconds:
+        times.append(t)
+        j += 1
+    return times
+
+
 def run_chain(s: Scenario) -> Outcome:
     rng = np.random.default_rng(s.seed)
     period = 1.0 / GLOVE_HZ
@@ -103,14 +112,11 @@ def run_chain(s: Scenario) -> Outcome:
         if not lost:
             events.append((arrival, 0, k, (device_us,)))
         k += 1
-    camera_true = []
-    j = 0
-    while (t := 0.003 + j / CAMERA_HZ) <= s.seconds:
-        camera_true.append(t)
+    camera_true = camera_frame_times(s.seconds)
+    for j, t in enumerate(camera_true):
         if rng.random() >= s.camera_drop_probability:
             stamp = host_ns(t) + int(round(step_value(s.camera_clock_jumps, t) * NS))
             events.append((t + 0.008, 1, j, (stamp,)))
-        j += 1
     events += [(t, 2, 0, ()) for t in np.arange(0.0, s.seconds + 0.5, 0.01)]  # sync node poll timer
     heapq.heapify(events)
 
@@ -216,8 +222,7 @@ def test_synchronizer_flags_or_drops_never_mispairs(scenario):
         assert out.stats["frames_dropped_no_imu"] > 0 and out.stats["glove_gaps"] >= 50
     if scenario.name.startswith("camera clock jumps backwards"):
         # every frame stamped by the stepped clock is dropped and counted, the glove buffer is kept
-        frame_times = 0.003 + np.arange(int(scenario.seconds * CAMERA_HZ) + 2) / CAMERA_HZ
-        stepped = sum(1 for t in frame_times[frame_times <= scenario.seconds]
+        stepped = sum(1 for t in camera_frame_times(scenario.seconds)
                       if step_value(scenario.camera_clock_jumps, t) != 0)
         assert out.stats["camera_clock_mismatch"] == stepped and out.stats["camera_clock_resets"] == 0
         assert out.complete >= out.camera_frames - stepped - START_UP_FRAMES - 2
