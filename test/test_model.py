@@ -160,8 +160,9 @@ def test_attention_rows_are_distributions_and_first_row_sums_to_at_most_one(glov
 
 
 def test_inference_fast_paths_match_the_autograd_path(glove):
-    """Eval + no autograd uses folded batch norms and cached joint projections; results must
-    equal the plain module path (autograd on), also after the weights change."""
+    """Eval + no autograd uses folded batch norms, channels-last convolutions and cached joint
+    projections; results must equal the plain module path (autograd on), also after the
+    weights change."""
     torch.manual_seed(11)
     model = build_model(tiny_config("avi_ht"), glove=glove)
     inputs = make_inputs(model, batch=3)
@@ -181,6 +182,7 @@ def test_inference_fast_paths_match_the_autograd_path(glove):
             model.vision_encoder.backbone.stem[1].running_var.mul_(1.5)
             model.imu_encoder.row_embedding.add_(0.1)
             model.fusion.prior.raw_alpha.add_(0.5)
+            model.vision_encoder.recurrent.gates.weight.add_(0.01)  # a plain (channels-last cached) conv
 
 
 def test_joint_qkv_projection_matches_separate_projections():

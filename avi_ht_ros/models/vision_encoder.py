@@ -91,9 +91,22 @@ class VisionEncoding(NamedTuple):
     state: torch.Tensor  # [B, C_h, h, w] new ConvGRU state
 
 
+# At inference the convolutions run on channels-last (NHWC) tensors: on one CPU thread the
+# small 3×3 convolutions of a 96-px crop are ~1.4× faster than in NCHW (PyTorch's NCHW path
+# for these shapes is im2col + GEMM; NHWC goes to oneDNN). Memory format changes only the
+# layout, not the logical tensor: every later reshape/flatten sees the same NCHW indexing.
+def _channels_last(x: torch.Tensor) -> torch.Tensor:
+    return x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
+
+
 def conv(module: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
-    """``module(x)`` without the ``nn.Module`` call overhead (see :mod:`avi_ht_ros.models.attention`)."""
-    return F.conv2d(x, module.weight, module.bias, module.stride, module.padding)
+    """``module(x)`` without the ``nn.Module`` call overhead (see :mod:`avi_ht_ros.models.attention`);
+    at inference on channels-last tensors with a cached channels-last weight."""
+    if torch.is_grad_enabled():
+        return F.conv2d(x, module.weight, module.bias, module.stride, module.padding)
+    weight = cached_for_inference(module, "_channels_last_weight_cache", (module.weight,),
+                                  lambda: _channels_last(module.weight))
+    return F.conv2d(_channels_last(x), weight, module.bias, module.stride, module.padding)
 
 
 def _fold_batch_norm(convolution: nn.Conv2d, norm: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
@@ -113,9 +126,9 @@ def conv_bn(convolution: nn.Conv2d, norm: nn.BatchNorm2d, x: torch.Tensor) -> to
     weight, bias = cached_for_inference(
         convolution, "_folded_batch_norm_cache",
         (convolution.weight, norm.weight, norm.bias, norm.running_mean, norm.running_var),
-        lambda: _fold_batch_norm(convolution, norm),
+        lambda: (lambda folded: (_channels_last(folded[0]), folded[1]))(_fold_batch_norm(convolution, norm)),
     )
-    return F.conv2d(x, weight, bias, convolution.stride, convolution.padding)
+    return F.conv2d(_channels_last(x), weight, bias, convolution.stride, convolution.padding)
 
 
 class ResidualBlock(nn.Module):
