@@ -25,6 +25,7 @@ from avi_ht_ros.common.imu import (
     estimate_gravity,
     feature_rows,
     imu_window_features,
+    up_from_vqf_quaternions,
 )
 from avi_ht_ros.sim import imu_sim as sim
 
@@ -86,6 +87,21 @@ def test_vqf_quaternion_convention_is_sensor_to_earth_scalar_first():
     est = GravityEstimator(1, DT)
     up = est.update(GRAVITY_MAGNITUDE * up_s[None], np.zeros((1, 3)), np.array([ImuStatus.OK]))
     assert angle_deg(up[0], up_s) < 0.01
+
+
+def test_up_direction_of_quaternions_equals_scipys_rotation_row():
+    """The written-out third row of R(q) equals scipy's for any (also non-unit) quaternion, invalid
+    rows and zero quaternions are zeros, and a batch gives the same bits as row by row (element-wise)."""
+    rng = np.random.default_rng(5)
+    quats = rng.normal(size=(200, 4)) * rng.uniform(0.5, 2.0, size=(200, 1))
+    valid = rng.random(200) > 0.2
+    up = up_from_vqf_quaternions(quats, valid)
+    expected = Rotation.from_quat(quats[valid], scalar_first=True).as_matrix()[:, 2, :]
+    np.testing.assert_allclose(up[valid], expected, atol=1e-12)
+    assert np.all(up[~valid] == 0.0)
+    rows = np.stack([up_from_vqf_quaternions(q[None], v[None])[0] for q, v in zip(quats, valid)])
+    np.testing.assert_array_equal(rows, up)
+    np.testing.assert_array_equal(up_from_vqf_quaternions(np.zeros((3, 4)), np.ones(3, bool)), np.zeros((3, 3)))
 
 
 @pytest.mark.parametrize("seed", [0, 1, 6])

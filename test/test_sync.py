@@ -101,24 +101,34 @@ def test_frame_waits_for_late_glove_data_then_completes():
     assert result.payload == "late" and result.window.state == WINDOW_COMPLETE
 
 
-@pytest.mark.parametrize("phase", [1, 2, 3, 4])   # camera stamp = sample 40 + phase/5 of a glove period
-def test_frame_is_ready_on_the_first_sample_stamped_at_or_after_it(phase):
-    """The live sync emits a frame on the glove sample that settles its window (no later one can
-    be nearer), and the window equals the one built with all the data present (offline)."""
-    camera_ns = 40 * GLOVE_PERIOD + phase * GLOVE_PERIOD // 5
-    sync = make(max_wait_s=0.03)
+@pytest.mark.parametrize("jitter_s", [0.0, 0.0005, 0.0049, 0.005])
+@pytest.mark.parametrize("phase", [0, 1, 2, 3, 4, 5, 7, 9])   # camera stamp = sample 40 + phase/10 of a period
+def test_frame_is_ready_as_soon_as_its_nearest_sample_is_known(phase, jitter_s):
+    """The live sync emits a frame on the glove sample that settles its window: one stamped at or
+    after the frame, or one less than (period - jitter)/2 before it (the next sample, at least
+    period - jitter later, is farther). The window equals the one built with all the data
+    present (offline), and the frame never waits for a sample it does not need."""
+    camera_ns = 40 * GLOVE_PERIOD + phase * GLOVE_PERIOD // 10
+    sync = make(max_wait_s=0.03, glove_stamp_jitter_s=jitter_s)
+    lead_ns = max(0, (GLOVE_PERIOD - round(jitter_s * NS)) // 2)
     samples = glove_stream(0, 60)
     for s in samples[:41]:
         sync.add_glove_sample(*s)
     sync.add_camera_frame(camera_ns, "frame", arrival_ns=camera_ns)
-    assert sync.poll(camera_ns) == []        # newest sample (40) is older than the frame: wait
-    sync.add_glove_sample(*samples[41])      # stamped after the frame: settled
-    (live,) = sync.poll(camera_ns)
+    settled_by_sample_40 = 40 * GLOVE_PERIOD >= camera_ns or 40 * GLOVE_PERIOD > camera_ns - lead_ns
+    early = sync.poll(camera_ns)
+    assert len(early) == int(settled_by_sample_40)
+    if not early:
+        sync.add_glove_sample(*samples[41])      # stamped after the frame: settled
+        early = sync.poll(camera_ns)
+    (live,) = early
     (offline,) = replay(samples, [(camera_ns, "frame")], make(max_wait_s=0.03))
     np.testing.assert_array_equal(live.window.stamps_ns, offline.window.stamps_ns)
     np.testing.assert_array_equal(live.window.accel, offline.window.accel)
-    nearest = 40 if phase * 2 <= 5 else 41
+    nearest = 40 if phase * 2 <= 10 else 41
     assert live.window.stamps_ns[-1] == nearest * GLOVE_PERIOD and live.window.state == WINDOW_COMPLETE
+    # 200 Hz: lead 2.5 ms (no jitter), 2.25 ms (0.5 ms); ~0 for jitter near a whole period
+    assert settled_by_sample_40 == (phase == 0 or (jitter_s <= 0.0005 and phase < 5))
 
 
 def test_sample_not_arrived_after_wait_is_padded_and_flagged():

@@ -9,8 +9,9 @@ sample plus the ``window_length - 1`` samples before it (oldest first).
 Feeding order is the arrival order: glove samples through
 :meth:`ImuWindowSynchronizer.add_glove_sample`, camera frames through
 :meth:`ImuWindowSynchronizer.add_camera_frame`, and :meth:`poll` with the
-current time emits every frame whose window is ready — as soon as a glove sample
-stamped at or after the frame has arrived (none still to come can be nearer). A frame waits at most
+current time emits every frame whose window is ready — as soon as the glove sample nearest to
+it is known: one stamped at or after the frame, or one less than half a sampling period
+(minus the stamp jitter) before it, since the next can only be farther. A frame waits at most
 ``max_wait_s`` for late glove data; then it is emitted with a flagged partial
 window (missing samples padded and marked) or, with too few real samples,
 dropped and counted. Nothing is paired silently: every anomaly (glove clock
@@ -66,6 +67,11 @@ class SyncConfig:
     clock_reset_s: float = param(0.02, "a glove or camera stamp stepping back more than this is a clock step: "
                                  "the glove buffer is cleared (never stitched across the step); smaller "
                                  "steps back are dropped as out of order", range=(1e-3, 3600.0), unit="s")
+    glove_stamp_jitter_s: float = param(
+        0.0005, "largest deviation of consecutive glove stamps from the nominal period (the driver's stamps "
+        "follow the device clock, so they are regular): a frame is settled as soon as a sample stamped less "
+        "than (period - jitter)/2 before it has arrived, since the next one cannot be nearer; >= one period: "
+        "wait for a sample stamped at or after the frame", range=(0.0, 1.0), unit="s")
     max_pending_frames: int = param(30, "camera frames waiting at once (older ones dropped)", range=(1, 1000))
     camera_clock_step_tolerance_s: float = param(
         0.1, "a camera stamp stepping back while the frames' arrival times do not (by more than this) is a step "
@@ -83,6 +89,12 @@ class SyncConfig:
     @property
     def period_ns(self) -> int:
         return int(round(NS / self.imu_rate_hz))
+
+    @property
+    def settle_lead_ns(self) -> int:
+        """A sample stamped less than this before a frame settles it: the next sample comes at
+        least ``period - jitter`` later, so it is farther from the frame."""
+        return max(0, (self.period_ns - int(round(self.glove_stamp_jitter_s * NS))) // 2)
 
 
 @dataclasses.dataclass
@@ -166,6 +178,7 @@ class ImuWindowSynchronizer:
         # arrival - stamp of the camera frames before their clock stepped back on its own (None: in step)
         self._camera_step_baseline_ns: int | None = None
         self._offset_ns = int(round(config.time_offset_s * NS))
+        self._settle_lead_ns = config.settle_lead_ns
 
     # -- configuration that may change at run time ---------------------------------
     @property
@@ -271,9 +284,11 @@ class ImuWindowSynchronizer:
         while self._pending:
             camera_ns, arrival_ns, payload = self._pending[0]
             newest = self._newest_stamp_camera_ns()
-            # Samples arrive in stamp order (older ones are dropped), so once one is stamped at
-            # or after the frame, none still to come can be nearer to it: the window is settled.
-            data_complete = newest is not None and newest >= camera_ns
+            # Samples arrive in stamp order (older ones are dropped) and at least period - jitter
+            # apart, so once one is stamped after camera_ns - settle_lead (half that spacing),
+            # none still to come can be nearer to the frame: the window is settled. (Strictly
+            # after: on a tie the later sample, not known yet, could be nearer by its jitter.)
+            data_complete = newest is not None and (newest >= camera_ns or newest > camera_ns - self._settle_lead_ns)
             expired = now_ns is None or now_ns - arrival_ns >= self.config.max_wait_s * NS
             if not (data_complete or expired):
                 break  # frames are in stamp order: later ones cannot be ready either
