@@ -121,6 +121,20 @@ def test_shipped_configs_have_the_paper_defaults_and_one_budget():
     assert configs["avi_ht"].data.augmentation.image_noise_sigma_dn == 10.0
 
 
+@pytest.mark.parametrize("stage", ["finetune", "articulation"])
+def test_later_stage_configs_load_and_give_fusion_and_vision_only_one_budget(stage):
+    """Every later-stage config in config/ loads, and AVI-HT and vision-only get the same data,
+    schedule and loss weights in it (the same budget)."""
+    configs = {t: T.load_train_config(f"train_{t}_{stage}.yaml") for t in ("avi_ht", "vision_only")}
+    assert {t: c.experiment.model.type for t, c in configs.items()} == {"avi_ht": "avi_ht", "vision_only": "vision_only"}
+    fusion, vision = configs["avi_ht"], configs["vision_only"]
+    assert fusion.data == vision.data and fusion.run == vision.run
+    assert T.config_to_dict(fusion.experiment.training) == T.config_to_dict(vision.experiment.training)
+    assert T.config_to_dict(fusion.experiment.loss) == T.config_to_dict(vision.experiment.loss)
+    assert sorted(p.name for p in (REPO / "config").glob(f"train_*_{stage}.yaml")) == [
+        f"train_avi_ht_{stage}.yaml", f"train_vision_only_{stage}.yaml"]
+
+
 def test_config_errors_and_overrides(tmp_path):
     bad = write_yaml(tmp_path / "bad.yaml", {"base": "model_avi_ht.yaml", "run": {"sead": 1}})
     with pytest.raises(ConfigError, match=r"bad.yaml: run.sead: unknown key"):
