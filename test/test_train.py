@@ -121,6 +121,41 @@ def test_shipped_configs_have_the_paper_defaults_and_one_budget():
     assert configs["avi_ht"].data.augmentation.image_noise_sigma_dn == 10.0
 
 
+def test_online_validation_tracks_the_validation_recordings_and_selects_by_them(dataset, tmp_path):
+    """run.online_validation: after each epoch the validation bags run through the online tracker
+    (as `avi-ht eval` does); the logged figures equal an independent evaluation of the saved
+    checkpoint, best.pt is selected by them, and a missing source bag is a clear error."""
+    from avi_ht_ros.tracker.evaluate import EvalModel, EvalOptions, evaluate
+    from avi_ht_ros.tracker.tracker import TrackerConfig
+
+    config = T.train_config_from_dict(tiny_config(dataset, online_validation=True) | {
+        "training": {**tiny_config(dataset)["training"], "epochs": 1, "lr_decay_epochs": []}})
+    trainer = T.Trainer(config, tmp_path / "run", show_progress=False, log=None)
+    assert [sorted(s.hands) for s in trainer.online_sequences] == [["right"]]  # bag_a, the validation bag
+    result = trainer.run()
+    (row,) = result.history
+    assert row["val_online_frames"] > 0 and 0 < row["val_online_mkpe_mm"] < 1000
+    assert row["val_online_mkpe_t_mm"] < row["val_online_mkpe_mm"]
+    best = load_checkpoint(tmp_path / "run" / "checkpoints" / "best.pt")
+    assert best.metadata["selection_metric"] == "online_mkpe_mm"
+    options = EvalOptions(tracker=TrackerConfig(crop_size=TINY_MODEL["vision_encoder"]["crop_size"]), ekf=False,
+                          progress=False, threads=1)
+    independent = evaluate([EvalModel("check", best.model)], trainer.online_sequences,
+                           options).metrics()["overall"]["check"]
+    assert independent["mkpe_mm"] == pytest.approx(row["val_online_mkpe_mm"], rel=1e-6)
+    assert independent["frames"] == row["val_online_frames"]
+
+    manifest = D.load_manifest(dataset)
+    bag_a = next(s["path"] for s in manifest["sources"] if s["name"] == "bag_a")
+    moved = pathlib.Path(str(bag_a) + "_moved")
+    os.rename(bag_a, moved)
+    try:
+        with pytest.raises(ConfigError, match="run.online_validation"):
+            T.Trainer(config, tmp_path / "run2", show_progress=False, log=None)
+    finally:
+        os.rename(moved, bag_a)
+
+
 @pytest.mark.parametrize("stage", ["finetune", "articulation"])
 def test_later_stage_configs_load_and_give_fusion_and_vision_only_one_budget(stage):
     """Every later-stage config in config/ loads, and AVI-HT and vision-only get the same data,

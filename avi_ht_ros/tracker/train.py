@@ -151,6 +151,13 @@ class RunConfig:
     """Warm start: a checkpoint (any model type) whose parameters with the same name and shape
     initialise this model before training, e.g. the IMU encoder and sensor attention of an
     IMU-only run for AVI-HT (:func:`warm_start`). '' = random initialisation."""
+    online_validation: bool = False
+    """After every epoch also run the validation recordings (the dataset's source bags) through the
+    online tracker exactly as ``avi-ht eval`` does — live synchronizer, crops following the model's
+    own previous estimate — log ``val_online_*`` metrics and keep ``best.pt`` by the online MKPE
+    (MKPE.T for root-relative models). Validation on the dataset's jittered crops can rank
+    checkpoints differently from the tracker (docs/TRAINING.md). Costs the validation recordings'
+    images in memory (~0.3 MB per 640x480 frame) and tracking them once per epoch."""
 
     def validate(self, where: str) -> None:
         if self.seed < 0:
@@ -472,9 +479,40 @@ def metric_sums(outputs: ModelOutputs, targets: PoseTargets) -> dict[str, float]
     return sums
 
 
-def selection_metric(model: HandPoseModel) -> str:
-    """``best.pt`` criterion: MKPE, or MKPE.T for root-relative (IMU-only) models."""
-    return "mkpe_t_mm" if model.root_relative else "mkpe_mm"
+def selection_metric(model: HandPoseModel, online: bool = False) -> str:
+    """``best.pt`` criterion: MKPE, or MKPE.T for root-relative (IMU-only) models; with
+    ``online`` the same metric from the online-tracker validation (``online_mkpe_mm``)."""
+    return ("online_" if online else "") + ("mkpe_t_mm" if model.root_relative else "mkpe_mm")
+
+
+ONLINE_VALIDATION_METRICS = ("mkpe_mm", "f_mkpe_mm", "mkpe_t_mm", "f_mkpe_t_mm", "angle_error_deg")
+
+
+def online_validation_sequences(manifest: dict, sequence_ids: list[str]) -> list:
+    """The recordings behind the dataset sequences ``sequence_ids`` (``bag/side``) as
+    :class:`~avi_ht_ros.tracker.evaluate.EvalSequence` s holding only those hands, read from the
+    source bags the manifest names with the camera–glove offset the dataset used."""
+    from avi_ht_ros.tracker.evaluate import load_bag_sequence
+
+    sources = {source["name"]: source["path"] for source in manifest["sources"]}
+    entries = {entry["id"]: entry for entry in manifest["sequences"]}
+    by_bag: dict[str, list[dict]] = {}
+    for sequence_id in sequence_ids:
+        entry = entries[sequence_id]
+        by_bag.setdefault(entry["bag"], []).append(entry)
+    sequences = []
+    for bag, bag_entries in by_bag.items():
+        path = sources.get(bag)
+        if path is None or not pathlib.Path(path).exists():
+            raise ConfigError("run.online_validation", f"the source bag of validation sequence {bag!r} is not "
+                                                       f"available: {path}")
+        sequence = load_bag_sequence(path, time_offset_s=float(bag_entries[0]["time_offset_s"]))
+        sides = [entry["side"] for entry in bag_entries]
+        missing = [side for side in sides if side not in sequence.hands]
+        if missing:
+            raise ConfigError("run.online_validation", f"{path}: no glove/ground truth of the {missing} hand")
+        sequences.append(dataclasses.replace(sequence, hands={side: sequence.hands[side] for side in sides}))
+    return sequences
 
 
 # ======================================================================================
@@ -731,6 +769,13 @@ class Trainer:
                                         training=False, seed=config.run.seed,
                                         max_frame_gap_s=config.data.max_frame_gap_s, load_vision=uses_vision,
                                         load_imu=uses_imu) if self.val_ids else None)
+        self.online_sequences = None
+        if config.run.online_validation:
+            if not self.val_ids:
+                raise ConfigError("run.online_validation", "needs validation sequences (data.validation_fraction "
+                                                           "> 0 or data.validation_bags)")
+            if self.context.is_main:  # the other ranks receive its figures
+                self.online_sequences = online_validation_sequences(self.manifest, list(self.val_ids))
         share = len(self.train_set) // self.context.world_size
         self.batches_per_epoch = share // self.batch_per_rank
         if self.batches_per_epoch < 1:
@@ -743,6 +788,7 @@ class Trainer:
         # model and optimisation (same seed on every rank: identical initial weights)
         seed_everything(config.run.seed)
         self.model = build_model(self.model_config).to(self.context.device)
+        self.selection_key = selection_metric(self.model, online=config.run.online_validation)
         if config.run.init_from and not resume:
             copied = warm_start(self.model, config.run.init_from)
             if self._log:
@@ -828,7 +874,7 @@ class Trainer:
         return {
             "epoch": self.progress.epoch, "batch_in_epoch": self.progress.batch_in_epoch,
             "global_step": self.progress.global_step, "world_size": self.context.world_size,
-            "seed": self.config.run.seed, "selection_metric": selection_metric(self.model),
+            "seed": self.config.run.seed, "selection_metric": self.selection_key,
             "metrics": {k: _finite_or_none(v) for k, v in metrics.items()},
             "dataset": {"path": str(pathlib.Path(self.config.data.dataset).resolve()),
                         "train_sequences": list(self.train_ids), "validation_sequences": list(self.val_ids),
@@ -839,7 +885,7 @@ class Trainer:
     def _save(self, metrics: dict[str, Any], epoch_end: bool) -> None:
         """Write last (+ epoch, + best) checkpoints and the training state (every rank's RNG)."""
         rng_states = self.context.all_gather_objects(rng_state(self.model))
-        value = metrics.get(f"val_{selection_metric(self.model)}")
+        value = metrics.get(f"val_{self.selection_key}")
         is_best = value is not None and math.isfinite(value) and (self.progress.best_metric is None
                                                                   or value < self.progress.best_metric)
         if is_best:
@@ -930,6 +976,27 @@ class Trainer:
         result["val_clips"] = int(total["clips"])
         return result
 
+    def validate_online(self) -> dict[str, Any]:
+        """``val_online_*``: the validation recordings tracked online (main rank; every rank
+        returns its figures so that every rank keeps the same best checkpoint)."""
+        if not self.config.run.online_validation:
+            return {}
+        result: dict[str, Any] = {}
+        if self.context.is_main:
+            from avi_ht_ros.tracker.evaluate import EvalModel, EvalOptions, evaluate
+            from avi_ht_ros.tracker.tracker import TrackerConfig
+
+            tracker = TrackerConfig()
+            if self.model_config.uses_vision:  # crops of the size this model takes
+                tracker = dataclasses.replace(tracker, crop_size=self.model_config.vision_encoder.crop_size)
+            options = EvalOptions(tracker=tracker, ekf=False, progress=False, threads=torch.get_num_threads())
+            results = evaluate([EvalModel("validation", self.model)], self.online_sequences, options)
+            summary = results.metrics()["overall"]["validation"]
+            self.model.train()
+            result = {f"val_online_{name}": summary.get(name) for name in ONLINE_VALIDATION_METRICS}
+            result["val_online_frames"] = summary.get("frames")
+        return self.context.all_gather_objects(result)[0]
+
     def run(self) -> TrainResult:
         training = self.config.experiment.training
         max_steps = self.config.run.max_steps
@@ -1001,11 +1068,13 @@ class Trainer:
                 "steps_per_second": round(steps_this_session / elapsed, 4) if elapsed > 0 else None,
             }
             row.update(self.validate())
+            row.update(self.validate_online())
             self._save(row, epoch_end)
             row["best_epoch"] = self.progress.best_epoch
             self.logger.log_epoch(row)
             if self._log:
-                shown = {k: row[k] for k in ("train_loss", "val_loss", "val_mkpe_mm", "val_mkpe_t_mm")
+                shown = {k: row[k] for k in ("train_loss", "val_loss", "val_mkpe_mm", "val_mkpe_t_mm",
+                                             "val_online_mkpe_mm", "val_online_mkpe_t_mm")
                          if row.get(k) is not None}
                 self._log(f"epoch {row['epoch']:.3g} step {self.progress.global_step}: " +
                           ", ".join(f"{k} {v:.4g}" for k, v in shown.items()))
