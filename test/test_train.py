@@ -283,19 +283,25 @@ def test_resume_continues_with_identical_batches(dataset, reference_run, tmp_pat
 
 @pytest.mark.parametrize("model_type", ["vision_only", "imu_only"])
 def test_baselines_train_with_the_same_command(dataset, tmp_path, model_type):
+    """Both baselines train with `avi-ht train` (here with --online-validation: IMU-only is then
+    selected by the online MKPE.T)."""
     from avi_ht_ros.cli import main
 
     config = write_yaml(tmp_path / f"{model_type}.yaml", tiny_config(dataset, model_type))
     out = tmp_path / model_type
-    assert main(["train", "--config", str(config), "--out", str(out), "--max-steps", "2", "--no-progress"]) == 0
+    assert main(["train", "--config", str(config), "--out", str(out), "--max-steps", "2", "--no-progress",
+                 "--online-validation"]) == 0
     payload = torch.load(out / "checkpoints" / "last.pt", weights_only=True)
     assert payload["model_config"]["type"] == model_type
     history = json.loads((out / "metrics.json").read_text())
+    assert history[-1]["val_online_frames"] > 0 and history[-1]["val_online_mkpe_t_mm"] > 0
     if model_type == "imu_only":  # root-relative: no absolute MKPE, selected by MKPE.T
-        assert payload["metadata"]["selection_metric"] == "mkpe_t_mm"
+        assert payload["metadata"]["selection_metric"] == "online_mkpe_t_mm"
         assert history[-1]["val_mkpe_mm"] is None and history[-1]["val_mkpe_t_mm"] > 0
+        assert history[-1]["val_online_mkpe_mm"] is None
     else:
-        assert history[-1]["val_mkpe_mm"] > 0
+        assert payload["metadata"]["selection_metric"] == "online_mkpe_mm"
+        assert history[-1]["val_mkpe_mm"] > 0 and history[-1]["val_online_mkpe_mm"] > 0
     assert (out / "checkpoints" / "best.pt").exists()
 
 

@@ -245,7 +245,7 @@ def load_train_config(path: str | os.PathLike) -> TrainConfig:
 def with_overrides(config: TrainConfig, *, data: str | None = None, seed: int | None = None,
                    epochs: int | None = None, max_steps: int | None = None, batch_size: int | None = None,
                    num_workers: int | None = None, torch_threads: int | None = None,
-                   init_from: str | None = None) -> TrainConfig:
+                   init_from: str | None = None, online_validation: bool | None = None) -> TrainConfig:
     """A copy with command-line overrides applied.
 
     ``epochs`` rescales ``training.lr_decay_epochs`` proportionally (30 of 40 → 6 of 8), so a
@@ -264,6 +264,8 @@ def with_overrides(config: TrainConfig, *, data: str | None = None, seed: int | 
         config.run.torch_threads = int(torch_threads)
     if init_from is not None:
         config.run.init_from = str(init_from)
+    if online_validation is not None:
+        config.run.online_validation = bool(online_validation)
     training = config.experiment.training
     if batch_size is not None:
         training.batch_size = int(batch_size)
