@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from avi_ht_ros.common.camera import default_sim_camera
+from avi_ht_ros.common.errors import ConfigError
 from avi_ht_ros.common.glove_model import GloveModel
 from avi_ht_ros.models.config import ModelConfig
 from avi_ht_ros.models.factory import build_model
@@ -79,3 +80,14 @@ def test_large_sigma_declares_the_track_lost_and_restarts(setup):
     again = tracker.step(16_666_667, image, window())
     np.testing.assert_allclose(again.crop_center, hand_center(estimate.landmarks), atol=0.5)  # refined search
     assert tracker._previous is None  # still lost: every frame restarts from the search crop
+
+
+def test_a_crop_size_the_model_does_not_take_is_a_start_up_error(setup):
+    """tracker.crop_size must equal the model's crop size: a clear error naming the parameter at
+    construction (the fusion node's start-up), not a shape error on the first frame."""
+    glove, camera = setup
+    model = build_model(ModelConfig(type="avi_ht"), glove=glove)
+    with pytest.raises(ConfigError, match="tracker.crop_size.*96 px crops"):
+        T.HandTracker(model, camera, glove, "right", T.TrackerConfig(crop_size=64))
+    imu_model = build_model(ModelConfig(type="imu_only"), glove=glove)   # no crops: any size is fine
+    T.HandTracker(imu_model, camera, glove, "right", T.TrackerConfig(crop_size=64))

@@ -125,8 +125,8 @@ def test_online_validation_tracks_the_validation_recordings_and_selects_by_them(
     """run.online_validation: after each epoch the validation bags run through the online tracker
     (as `avi-ht eval` does); the logged figures equal an independent evaluation of the saved
     checkpoint, best.pt is selected by them, and a missing source bag is a clear error."""
+    from avi_ht_ros.cli import main
     from avi_ht_ros.tracker.evaluate import EvalModel, EvalOptions, evaluate
-    from avi_ht_ros.tracker.tracker import TrackerConfig
 
     config = T.train_config_from_dict(tiny_config(dataset, online_validation=True) | {
         "training": {**tiny_config(dataset)["training"], "epochs": 1, "lr_decay_epochs": []}})
@@ -138,12 +138,15 @@ def test_online_validation_tracks_the_validation_recordings_and_selects_by_them(
     assert row["val_online_mkpe_t_mm"] < row["val_online_mkpe_mm"]
     best = load_checkpoint(tmp_path / "run" / "checkpoints" / "best.pt")
     assert best.metadata["selection_metric"] == "online_mkpe_mm"
-    options = EvalOptions(tracker=TrackerConfig(crop_size=TINY_MODEL["vision_encoder"]["crop_size"]), ekf=False,
-                          progress=False, threads=1)
     independent = evaluate([EvalModel("check", best.model)], trainer.online_sequences,
-                           options).metrics()["overall"]["check"]
+                           EvalOptions(ekf=False, progress=False, threads=1)).metrics()["overall"]["check"]
     assert independent["mkpe_mm"] == pytest.approx(row["val_online_mkpe_mm"], rel=1e-6)
     assert independent["frames"] == row["val_online_frames"]
+    # the same measurement from the command line (--validation-of: the dataset's validation split)
+    assert main(["eval", f"best={tmp_path / 'run' / 'checkpoints' / 'best.pt'}", "--validation-of", str(dataset),
+                 "--validation-bags", "bag_a", "--no-ekf", "--no-progress", "--out", str(tmp_path / "eval")]) == 0
+    from_cli = json.loads((tmp_path / "eval" / "metrics.json").read_text())["overall"]["best"]
+    assert from_cli["mkpe_mm"] == pytest.approx(row["val_online_mkpe_mm"], rel=1e-6)
 
     manifest = D.load_manifest(dataset)
     bag_a = next(s["path"] for s in manifest["sources"] if s["name"] == "bag_a")

@@ -6,6 +6,7 @@ Examples::
     avi-ht eval avi=runs/a/best.pt umetrack=runs/v/best.pt --benchmark config/benchmark.yaml \\
         --seed 2000000 --occlusion heavy --sensitivity noise shift --cache-dir ~/.cache/avi_ht_bench
     avi-ht eval runs/a/best.pt runs/v/best.pt --bags recordings/seq_0 recordings/seq_1 --out eval/real
+    avi-ht eval runs/a/checkpoints/epoch_*.pt --validation-of datasets/sim_v1 --no-ekf   # pick a checkpoint
 
 Every checkpoint runs through the live synchronizer and the online tracker on the same frames;
 the vision-only model also gets its post-hoc EKF row. The report (``report.md``,
@@ -31,6 +32,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     source.add_argument("--benchmark", nargs="?", const="benchmark.yaml", metavar="YAML",
                         help="generate the benchmark of this config on the fly (default config/benchmark.yaml)")
     source.add_argument("--bags", nargs="+", metavar="BAG", help="recorded rosbag2 directories with ground truth")
+    source.add_argument("--validation-of", metavar="DATASET",
+                        help="the validation recordings of a training dataset (its source bags, only the hands of "
+                             "its validation sequences; split as training splits it: --split-seed, "
+                             "--validation-fraction): what `avi-ht train --online-validation` measures")
     parser.add_argument("--out", default=None, help="report directory (default eval/<source>-<time>)")
     bench = parser.add_argument_group("benchmark settings (override the config for every sequence)")
     bench.add_argument("--seed", type=int, default=None, help="first seed (default: the config's held-out seed)")
@@ -50,6 +55,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     bench.add_argument("--jobs", type=int, default=1,
                        help="worker processes rendering sequences ahead of the evaluation (0: render in the "
                             "evaluating process; default 1)")
+    split = parser.add_argument_group("dataset validation split (--validation-of; defaults: the training defaults)")
+    split.add_argument("--split-seed", type=int, default=0, help="data.split_seed of the training run")
+    split.add_argument("--validation-fraction", type=float, default=0.2,
+                       help="data.validation_fraction of the training run")
+    split.add_argument("--validation-bags", nargs="+", default=(), metavar="BAG",
+                       help="data.validation_bags of the training run (names the validation recordings instead)")
     bags = parser.add_argument_group("bag settings")
     bags.add_argument("--glove", default=None, help="glove YAML of the recordings (default: the bag's /sim/config "
                                                     "or config/glove_12imu.yaml)")
@@ -164,6 +175,23 @@ def run(args: argparse.Namespace) -> int:
         expected = sum(s.world.num_frames * len(s.world.sides) for s in specs)
         sequences = E.prepare_benchmark(specs, args.cache_dir, args.jobs)
         label = f"{config.name}-{seeds[0]}"
+    elif args.validation_of is not None:
+        from avi_ht_ros.tracker.dataset import load_manifest, split_sequences
+        from avi_ht_ros.tracker.train import online_validation_sequences
+
+        manifest = load_manifest(args.validation_of)
+        _, validation_ids = split_sequences(manifest, args.validation_fraction, args.split_seed,
+                                            tuple(args.validation_bags))
+        if not validation_ids:
+            raise ConfigError("--validation-of", f"{args.validation_of}: no validation sequence with fraction "
+                                                 f"{args.validation_fraction} and split seed {args.split_seed}")
+        loaded_bags = online_validation_sequences(manifest, list(validation_ids))
+        source = {"validation_of": str(args.validation_of), "split_seed": args.split_seed,
+                  "validation_fraction": args.validation_fraction, "validation_bags": list(args.validation_bags),
+                  "sequences": list(validation_ids), "warnings": []}
+        expected = sum(s.num_frames * len(s.hands) for s in loaded_bags)
+        sequences = iter(loaded_bags)
+        label = "validation"
     else:
         glove = None if args.glove is None else GloveModel.from_yaml(config_path(args.glove))
         loaded_bags = [E.load_bag_sequence(path, glove, args.bag_time_offset) for path in args.bags]

@@ -977,7 +977,10 @@ class Evaluator:
 
     def _track(self, entry: EvalModel, sequence: EvalSequence, hand: HandTrack, synced: list, track_key: str,
                condition: str, bar) -> TrackPredictions:
-        tracker = HandTracker(entry.model, sequence.camera, sequence.glove_model, hand.side, self.options.tracker,
+        tracker_config = self.options.tracker
+        if entry.model.config.uses_vision:  # each model gets crops of the size it takes
+            tracker_config = dataclasses.replace(tracker_config, crop_size=entry.model.config.vision_encoder.crop_size)
+        tracker = HandTracker(entry.model, sequence.camera, sequence.glove_model, hand.side, tracker_config,
                               hand_scale=hand.hand_scale)
         out = TrackPredictions.empty(sequence.num_frames)
         observe = self.observer is not None and entry.uses_imu

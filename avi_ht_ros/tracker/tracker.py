@@ -80,6 +80,9 @@ class HandTracker:
         self.config = config
         self.hand_scale = float(hand_scale)
         self.uses_vision = model.config.uses_vision
+        if self.uses_vision and config.crop_size != model.config.vision_encoder.crop_size:
+            raise ConfigError("tracker.crop_size", f"{config.crop_size} px, but the model takes "
+                                                   f"{model.config.vision_encoder.crop_size} px crops")
         self.uses_imu = model.config.uses_imu and glove is not None
         self.feature_set = feature_set or model.config.imu_encoder.feature_set
         self.reset()

@@ -986,12 +986,8 @@ class Trainer:
         result: dict[str, Any] = {}
         if self.context.is_main:
             from avi_ht_ros.tracker.evaluate import EvalModel, EvalOptions, evaluate
-            from avi_ht_ros.tracker.tracker import TrackerConfig
 
-            tracker = TrackerConfig()
-            if self.model_config.uses_vision:  # crops of the size this model takes
-                tracker = dataclasses.replace(tracker, crop_size=self.model_config.vision_encoder.crop_size)
-            options = EvalOptions(tracker=tracker, ekf=False, progress=False, threads=torch.get_num_threads())
+            options = EvalOptions(ekf=False, progress=False, threads=torch.get_num_threads())
             results = evaluate([EvalModel("validation", self.model)], self.online_sequences, options)
             summary = results.metrics()["overall"]["validation"]
             self.model.train()
