@@ -32,7 +32,8 @@ STATUS_OK, STATUS_STALE, STATUS_SATURATED = 0, 1, 2
 
 @dataclasses.dataclass(frozen=True)
 class TrackerConfig:
-    crop_size: int = param(96, "perspective crop size", range=(16, 512), unit="px")
+    crop_size: int = param(96, "perspective crop size; must be the one the model was trained on (96 for the "
+                           "shipped models)", range=(16, 512), unit="px")
     crop_radius_m: float = param(0.12, "crop sphere radius around the hand centre at hand scale 1",
                                  range=(0.02, 1.0), unit="m")
     init_center_m: tuple[float, ...] = param((0.0, 0.12, 0.40), "where a new track searches for the hand "
