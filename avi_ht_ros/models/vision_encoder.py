@@ -110,11 +110,12 @@ def conv(module: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
 
 
 def _fold_batch_norm(convolution: nn.Conv2d, norm: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
+    """The convolution's weight (channels-last, as inference runs it) and bias with ``norm`` folded in."""
     scale = norm.weight / torch.sqrt(norm.running_var + norm.eps)
     bias = norm.bias - norm.running_mean * scale
     if convolution.bias is not None:
         bias = bias + convolution.bias * scale
-    return convolution.weight * scale[:, None, None, None], bias
+    return _channels_last(convolution.weight * scale[:, None, None, None]), bias
 
 
 def conv_bn(convolution: nn.Conv2d, norm: nn.BatchNorm2d, x: torch.Tensor) -> torch.Tensor:
@@ -126,7 +127,7 @@ def conv_bn(convolution: nn.Conv2d, norm: nn.BatchNorm2d, x: torch.Tensor) -> to
     weight, bias = cached_for_inference(
         convolution, "_folded_batch_norm_cache",
         (convolution.weight, norm.weight, norm.bias, norm.running_mean, norm.running_var),
-        lambda: (lambda folded: (_channels_last(folded[0]), folded[1]))(_fold_batch_norm(convolution, norm)),
+        lambda: _fold_batch_norm(convolution, norm),
     )
     return F.conv2d(_channels_last(x), weight, bias, convolution.stride, convolution.padding)
 

@@ -184,21 +184,21 @@ def run(args: argparse.Namespace) -> int:
                                             tuple(args.validation_bags))
         if not validation_ids:
             raise ConfigError("--validation-of", f"{args.validation_of}: no validation sequence with fraction "
-                                                 f"{args.validation_fraction} and split seed {args.split_seed}")
+                                                 f"{args.validation_fraction}, split seed {args.split_seed} and "
+                                                 f"validation bags {list(args.validation_bags)}")
         loaded_bags = online_validation_sequences(manifest, list(validation_ids))
         source = {"validation_of": str(args.validation_of), "split_seed": args.split_seed,
                   "validation_fraction": args.validation_fraction, "validation_bags": list(args.validation_bags),
                   "sequences": list(validation_ids), "warnings": []}
-        expected = sum(s.num_frames * len(s.hands) for s in loaded_bags)
-        sequences = iter(loaded_bags)
         label = "validation"
     else:
         glove = None if args.glove is None else GloveModel.from_yaml(config_path(args.glove))
         loaded_bags = [E.load_bag_sequence(path, glove, args.bag_time_offset) for path in args.bags]
         source = {"bags": [str(p) for p in args.bags], "warnings": []}
+        label = "bags"
+    if args.benchmark is None:  # recordings, loaded whole
         expected = sum(s.num_frames * len(s.hands) for s in loaded_bags)
         sequences = iter(loaded_bags)
-        label = "bags"
     if args.noise_scales is not None:
         options.noise_scales = tuple(args.noise_scales)
     if args.time_shifts is not None:
