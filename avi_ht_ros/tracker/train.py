@@ -209,8 +209,13 @@ def _deep_merge(base: dict, override: dict) -> dict:
     return merged
 
 
-def train_config_from_dict(data: dict, where: str = "train config") -> TrainConfig:
-    """A validated :class:`TrainConfig` from the YAML layout (``base`` resolved, overrides merged)."""
+def train_config_from_dict(data: dict, where: str = "train config",
+                           directory: str | os.PathLike | None = None) -> TrainConfig:
+    """A validated :class:`TrainConfig` from the YAML layout (``base`` resolved, overrides merged).
+
+    A relative ``base`` names a file beside the training YAML (``directory``) when one exists
+    there, else a shipped config (``config/<name>``): a copied set of configs uses its own files.
+    """
     prefix = f"{where}: "
     unknown = sorted(set(data) - set(_TRAIN_SECTIONS))
     if unknown:
@@ -220,7 +225,8 @@ def train_config_from_dict(data: dict, where: str = "train config") -> TrainConf
         raise ConfigError(f"{prefix}base", f"must name an experiment file, got {base_name!r}")
     experiment_dict: dict = {}
     if base_name:
-        base_path = config_path(base_name)
+        sibling = pathlib.Path(directory) / base_name if directory is not None else None
+        base_path = sibling if sibling is not None and sibling.is_file() else config_path(base_name)
         experiment_dict = load_yaml_mapping(base_path, str(base_name))
         unknown = sorted(set(experiment_dict) - set(_EXPERIMENT_SECTIONS))
         if unknown:
@@ -239,7 +245,7 @@ def train_config_from_dict(data: dict, where: str = "train config") -> TrainConf
 def load_train_config(path: str | os.PathLike) -> TrainConfig:
     """Read a training YAML (a bare name is looked up under the package's ``config/``)."""
     resolved = config_path(str(path))
-    return train_config_from_dict(load_yaml_mapping(resolved, str(path)), str(path))
+    return train_config_from_dict(load_yaml_mapping(resolved, str(path)), str(path), resolved.parent)
 
 
 def with_overrides(config: TrainConfig, *, data: str | None = None, seed: int | None = None,
