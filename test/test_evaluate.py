@@ -30,6 +30,7 @@ from avi_ht_ros.models.config import (
 from avi_ht_ros.models.factory import build_model
 from avi_ht_ros.sim.world import WorldConfig
 from avi_ht_ros.tracker import evaluate as E
+from avi_ht_ros.tracker import metrics as M
 from avi_ht_ros.tracker.tracker import TRACKING_DEGRADED, TRACKING_OK, TrackerConfig
 
 SMALL_WORLD = WorldConfig(duration_s=1.0, camera_rate_hz=40.0, image_scale=0.25)
@@ -129,6 +130,11 @@ def test_breakdowns_cover_the_scored_frames(run):
     assert sum(b["frames"] for b in bins.values() if b["frames"]) and bins["0-25%"]["frames"] >= 0
     activities = data["activities"]["vision_only"]
     assert sum(a["frames"] for a in activities.values()) == data["overall"]["vision_only"]["frames"]
+    distances = data["distance_bins"]["avi_ht"]
+    assert list(distances) == list(M.DISTANCE_BIN_LABELS)
+    assert sum(b["frames"] for b in distances.values()) == data["overall"]["avi_ht"]["frames"]
+    assert np.isnan(data["overall"]["imu_only"]["wrist_range_bias_mm"])  # root-relative: no distance
+    assert np.isfinite(data["overall"]["avi_ht"]["wrist_range_error_mm"])
     assert len(data["per_joint_angle_error_deg"]["avi_ht"]) == 22
     assert "avi_ht" in data["reduction_vs_reference"] and data["reference"] == "vision_only"
 
@@ -214,7 +220,7 @@ def test_report_has_every_table_and_plot(run, tmp_path):
         content = files[kind].read_bytes()
         assert content[:8] == b"\x89PNG\r\n\x1a\n" and len(content) > 10_000, kind
     text = files["report"].read_text()
-    for heading in ("## Overall", "## Relative change vs `vision_only`", "## By occlusion", "## By activity",
+    for heading in ("## Overall", "## Relative change vs `vision_only`", "## By occlusion", "## By hand distance", "## By activity",
                     "## Joint-angle error per DoF", "## Sensitivity: IMU noise", "## Sensitivity: camera–glove",
                     "## Per-finger sensor ablation", "## Tracking and synchronization", "## Timing"):
         assert heading in text, heading

@@ -196,12 +196,28 @@ def test_occlusion_binning():
     assert list(M.occlusion_bin_labels(ratio[:3])) == ["0-25%", "0-25%", "25-50%"]
 
 
+def test_distance_binning_and_wrist_range_error(truth):
+    distance = np.array([0.2, 0.3499, 0.35, 0.4499, 0.45, 0.9, np.nan])
+    assert list(M.distance_bin_labels(distance)) == ["< 0.35 m", "< 0.35 m", "0.35-0.45 m", "0.35-0.45 m",
+                                                     ">= 0.45 m", ">= 0.45 m", ""]
+    # the whole hand 10 % farther along its ray: + range error of 10 % of each wrist distance
+    farther = M.HandPoses(truth.landmarks * 1.1, truth.joint_angles, truth.wrist_rotation, truth.wrist_translation * 1.1)
+    errors = M.frame_errors(farther, truth)
+    distance_mm = np.linalg.norm(truth.wrist_translation, axis=-1) * 1000.0
+    np.testing.assert_allclose(errors.wrist_range_error_mm, 0.1 * distance_mm, rtol=1e-9)
+    nearer = M.HandPoses(truth.landmarks * 0.9, truth.joint_angles, truth.wrist_rotation, truth.wrist_translation * 0.9)
+    summary = M.summarize(M.frame_errors(nearer, truth))
+    assert summary["wrist_range_bias_mm"] == pytest.approx(-0.1 * distance_mm.mean())
+    assert summary["wrist_range_error_mm"] == pytest.approx(0.1 * distance_mm.mean())
+    assert "wrist_range_bias_mm" not in M.relative_reduction(summary, M.summarize(errors))  # signed: no "reduction"
+
+
 def test_root_relative_prediction_has_no_absolute_metrics(truth):
     local = M.to_wrist_frame(truth.landmarks, truth.wrist_rotation, truth.wrist_translation)
     eye = np.broadcast_to(np.eye(3), (40, 3, 3))
     pred = M.HandPoses(local, truth.joint_angles, eye, np.zeros((40, 3)))
     summary = M.summarize(M.frame_errors(pred, truth, root_relative=True))
-    for key in ("mkpe_mm", "f_mkpe_mm", "pck_auc", "jitter_mm_f2", "accel_error_mm_f2"):
+    for key in ("mkpe_mm", "f_mkpe_mm", "pck_auc", "jitter_mm_f2", "accel_error_mm_f2", "wrist_range_bias_mm"):
         assert np.isnan(summary[key]), key
     assert summary["mkpe_t_mm"] == pytest.approx(0.0, abs=1e-9) and summary["pck_auc_t"] == pytest.approx(1.0)
 

@@ -1093,9 +1093,11 @@ class EvalResults:
     def errors(self, condition: str, method: str, masks: Mapping[str, np.ndarray]
                ) -> tuple[M.FrameErrors, dict[str, np.ndarray]]:
         """Concatenated per-frame errors of ``method`` under ``condition`` on ``masks[track.key]``,
-        with the frames' labels (``occlusion_ratio``, ``activity``, ``track``, ``vision_weight``, ``state``)."""
+        with the frames' labels (``occlusion_ratio``, ``activity``, ``track``, ``vision_weight``, ``state``,
+        ``wrist_distance_m``: true camera-to-wrist distance)."""
         info = self.method(method)
-        parts, labels = [], {"occlusion_ratio": [], "activity": [], "track": [], "vision_weight": [], "state": []}
+        parts, labels = [], {"occlusion_ratio": [], "activity": [], "track": [], "vision_weight": [], "state": [],
+                             "wrist_distance_m": []}
         for track in self.tracks:
             pred = track.predictions.get((condition, method))
             if pred is None:
@@ -1111,6 +1113,7 @@ class EvalResults:
             labels["track"].append(np.full(index.size, track.key, dtype=object))
             labels["vision_weight"].append(pred.vision_weight[index])
             labels["state"].append(pred.tracking_state[index])
+            labels["wrist_distance_m"].append(np.linalg.norm(track.truth.wrist_translation[index], axis=-1))
         if not parts:
             raise AviHtError(f"no frames to score for {method} under {condition}")
         return M.FrameErrors.concatenate(parts), {k: np.concatenate(v) for k, v in labels.items()}
@@ -1134,7 +1137,7 @@ class EvalResults:
                                "sync": t.sync_stats.get(NOMINAL, {})} for t in self.tracks},
             "timing": self._timing(),
         }
-        overall, occlusion, activity, joints, cdf, pck, states, vision_weight = {}, {}, {}, {}, {}, {}, {}, {}
+        overall, occlusion, distance, activity, joints, cdf, pck, states, vision_weight = ({} for _ in range(9))
         thresholds = M.pck_thresholds_mm(options.pck_max_mm)
         activities = sorted({str(a) for t in self.tracks for a in t.activity[masks[t.key]] if str(a)})
         for method in nominal_methods:
@@ -1142,6 +1145,8 @@ class EvalResults:
             overall[method] = M.summarize(errors, **summary_options)
             bins = M.occlusion_bin_labels(labels["occlusion_ratio"])
             occlusion[method] = M.breakdown(errors, bins, M.OCCLUSION_BIN_LABELS, **summary_options)
+            distance[method] = M.breakdown(errors, M.distance_bin_labels(labels["wrist_distance_m"]),
+                                           M.DISTANCE_BIN_LABELS, **summary_options)
             activity[method] = M.breakdown(errors, labels["activity"], activities, **summary_options)
             joints[method] = M.per_joint_angle_error_deg(errors).tolist()
             cdf[method] = M.fraction_below(errors.angle_deg, M.ANGLE_CDF_THRESHOLDS_DEG).tolist()
@@ -1153,7 +1158,8 @@ class EvalResults:
                 weights = labels["vision_weight"]
                 vision_weight[method] = {b: M._nanmean(weights[bins == b]) for b in M.OCCLUSION_BIN_LABELS}
                 vision_weight[method]["all"] = M._nanmean(weights)
-        out.update(overall=overall, occlusion_bins=occlusion, activities=activity, activity_labels=activities,
+        out.update(overall=overall, occlusion_bins=occlusion, distance_bins=distance, activities=activity,
+                   activity_labels=activities,
                    per_joint_angle_error_deg=joints, joint_names=list(JOINT_NAMES),
                    angle_cdf={"thresholds_deg": M.ANGLE_CDF_THRESHOLDS_DEG.tolist(), "curves": cdf},
                    pck={"thresholds_mm": thresholds.tolist(), "curves": pck},
@@ -1431,6 +1437,20 @@ def _markdown(results: EvalResults, data: dict, files: dict[str, pathlib.Path]) 
         rows = _breakdown_rows(data["occlusion_bins"], bins, methods)
         for name, weights in data.get("vision_weight_by_occlusion", {}).items():
             rows.append([name, "vision weight"] + [_fmt(weights[b], "{:.3f}") for b in bins])
+        lines += [_markdown_table(header, rows), ""]
+
+    first = next(iter(data.get("distance_bins", {}).values()), None)
+    if first:
+        bins = list(M.DISTANCE_BIN_LABELS)
+        lines += ["## By hand distance (true camera-to-wrist distance)", "",
+                  "Range error = predicted minus true camera-to-wrist distance (+ = placed too far); the "
+                  "bias is its mean, |range| its mean magnitude.", ""]
+        header = ["method", "metric"] + [f"{b} ({first[b]['frames']} fr.)" for b in bins]
+        rows = _breakdown_rows(data["distance_bins"], bins, methods)
+        for name, table in data["distance_bins"].items():
+            if not methods[name]["root_relative"]:
+                rows.append([name, "range bias"] + [_fmt(table[b]["wrist_range_bias_mm"], "{:+.1f}") for b in bins])
+                rows.append([name, "|range|"] + [_fmt(table[b]["wrist_range_error_mm"]) for b in bins])
         lines += [_markdown_table(header, rows), ""]
 
     activities = data.get("activity_labels") or []

@@ -68,6 +68,9 @@ INDEX_TIP = int(FINGERTIP_LANDMARKS["index"])
 
 OCCLUSION_BIN_EDGES: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
 OCCLUSION_BIN_LABELS: tuple[str, ...] = ("0-25%", "25-50%", "50-75%", "75-100%")
+DISTANCE_BIN_EDGES_M: tuple[float, ...] = (0.35, 0.45)
+"""Inner edges of the hand-distance bins (true camera-to-wrist distance, m)."""
+DISTANCE_BIN_LABELS: tuple[str, ...] = ("< 0.35 m", "0.35-0.45 m", ">= 0.45 m")
 
 DEFAULT_PCK_MAX_MM = 50.0
 DEFAULT_PCK_STEPS = 101
@@ -261,6 +264,14 @@ def occlusion_bins(occlusion_ratio: np.ndarray) -> np.ndarray:
     return np.where(valid, bins, -1).astype(np.int64)
 
 
+def distance_bin_labels(distance_m: np.ndarray) -> np.ndarray:
+    """Label ``[F]`` (str, object array) of each frame's hand-distance bin ("" if not finite)."""
+    distance = np.asarray(distance_m, np.float64)
+    bins = np.searchsorted(np.asarray(DISTANCE_BIN_EDGES_M), distance, side="right")
+    labels = np.asarray(DISTANCE_BIN_LABELS + ("",), dtype=object)
+    return labels[np.where(np.isfinite(distance), bins, len(DISTANCE_BIN_LABELS))]
+
+
 def occlusion_bin_labels(occlusion_ratio: np.ndarray) -> np.ndarray:
     """Label ``[F]`` (str, object array) of each frame's occlusion bin ("" if invalid)."""
     bins = occlusion_bins(occlusion_ratio)
@@ -312,6 +323,7 @@ class FrameErrors:
     accel_error_t: np.ndarray     # [F] acceleration error in the wrist frames
     pinch_true: np.ndarray        # [F] bool
     pinch_pred: np.ndarray        # [F] bool
+    wrist_range_error_mm: np.ndarray  # [F] ‖t_pred‖ − ‖t_true‖ of the wrist: + = placed too far (NaN root-relative)
 
     @property
     def num_frames(self) -> int:
@@ -351,8 +363,10 @@ def frame_errors(pred: HandPoses, truth: HandPoses, frame_index: np.ndarray | No
     nan_frames = np.full(frames, np.nan)
     if root_relative:
         kpe = np.full((frames, NUM_LANDMARKS), np.nan)
-        jitter, accel_error = nan_frames, nan_frames.copy()
+        jitter, accel_error, range_error = nan_frames, nan_frames.copy(), nan_frames.copy()
     else:
+        range_error = (np.linalg.norm(pred.wrist_translation, axis=-1)
+                       - np.linalg.norm(truth.wrist_translation, axis=-1)) * MM
         kpe = keypoint_errors_mm(pred.landmarks, truth.landmarks)
         jitter = jitter_mm_per_frame2(pred.landmarks, index)
         accel_error = acceleration_error_mm_per_frame2(pred.landmarks, truth.landmarks, index)
@@ -369,6 +383,7 @@ def frame_errors(pred: HandPoses, truth: HandPoses, frame_index: np.ndarray | No
         accel_error_t=acceleration_error_mm_per_frame2(pred_local, truth_local, index),
         pinch_true=pinch_labels(truth.landmarks, pinch_threshold_m),
         pinch_pred=predicted_pinch & np.isfinite(pred.landmarks).all(axis=(-1, -2)),
+        wrist_range_error_mm=range_error,
     )
 
 
@@ -395,6 +410,7 @@ SUMMARY_KEYS: tuple[str, ...] = (
     "frames", "mkpe_mm", "f_mkpe_mm", "mkpe_t_mm", "f_mkpe_t_mm", "pck_auc", "pck_auc_t", "pa_mpjpe_mm",
     "angle_error_deg", "angle_below_5deg", "jitter_mm_f2", "jitter_t_mm_f2", "jitter_truth_mm_f2",
     "accel_error_mm_f2", "accel_error_t_mm_f2", "pinch_precision", "pinch_recall", "pinch_f1", "pinch_positives",
+    "wrist_range_bias_mm", "wrist_range_error_mm",
 )
 """Keys of :func:`summarize` (scalars), in report order."""
 
@@ -430,6 +446,8 @@ def summarize(errors: FrameErrors, mask: np.ndarray | None = None, *, pck_max_mm
         "pinch_recall": pinch["recall"],
         "pinch_f1": pinch["f1"],
         "pinch_positives": pinch["positives"],
+        "wrist_range_bias_mm": _nanmean(errors.wrist_range_error_mm),
+        "wrist_range_error_mm": _nanmean(np.abs(errors.wrist_range_error_mm)),
     }
 
 
@@ -479,7 +497,7 @@ def relative_reduction(candidate: Mapping[str, float], reference: Mapping[str, f
     """
     out = {}
     for key in keys:
-        if key in ("frames", "pinch_positives"):
+        if key in ("frames", "pinch_positives", "wrist_range_bias_mm"):  # counts, a signed bias
             continue
         ref, cand = float(reference.get(key, np.nan)), float(candidate.get(key, np.nan))
         if not (np.isfinite(ref) and np.isfinite(cand)) or ref == 0.0:
