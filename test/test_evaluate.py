@@ -130,6 +130,9 @@ def test_breakdowns_cover_the_scored_frames(run):
     assert sum(b["frames"] for b in bins.values() if b["frames"]) and bins["0-25%"]["frames"] >= 0
     activities = data["activities"]["vision_only"]
     assert sum(a["frames"] for a in activities.values()) == data["overall"]["vision_only"]["frames"]
+    scored_tracks = sum(1 for t in data["tracks"].values() if t["scored_frames"])
+    for table in (bins, data["distance_bins"]["avi_ht"]):
+        assert all((b["tracks"] > 0) == (b["frames"] > 0) and b["tracks"] <= scored_tracks for b in table.values())
     distances = data["distance_bins"]["avi_ht"]
     assert list(distances) == list(M.DISTANCE_BIN_LABELS)
     assert sum(b["frames"] for b in distances.values()) == data["overall"]["avi_ht"]["frames"]
@@ -225,6 +228,7 @@ def test_report_has_every_table_and_plot(run, tmp_path):
                     "## Per-finger sensor ablation", "## Tracking and synchronization", "## Timing"):
         assert heading in text, heading
     assert "| vision_only+ekf |" in text and "| imu_only | N/A | N/A |" in text
+    assert " tr.) |" in text  # bins say how many hand tracks their frames come from
     stored = json.loads(files["metrics"].read_text())
     assert stored["overall"]["imu_only"]["mkpe_mm"] is None  # NaN -> null
     assert stored["overall"]["avi_ht"]["frames"] == data["overall"]["avi_ht"]["frames"]

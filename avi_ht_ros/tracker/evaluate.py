@@ -1145,8 +1145,11 @@ class EvalResults:
             overall[method] = M.summarize(errors, **summary_options)
             bins = M.occlusion_bin_labels(labels["occlusion_ratio"])
             occlusion[method] = M.breakdown(errors, bins, M.OCCLUSION_BIN_LABELS, **summary_options)
-            distance[method] = M.breakdown(errors, M.distance_bin_labels(labels["wrist_distance_m"]),
-                                           M.DISTANCE_BIN_LABELS, **summary_options)
+            distance_bins = M.distance_bin_labels(labels["wrist_distance_m"])
+            distance[method] = M.breakdown(errors, distance_bins, M.DISTANCE_BIN_LABELS, **summary_options)
+            for table, groups in ((occlusion[method], bins), (distance[method], distance_bins)):
+                for label, row in table.items():  # how many hand tracks a bin's frames come from
+                    row["tracks"] = len(set(labels["track"][groups == label]))
             activity[method] = M.breakdown(errors, labels["activity"], activities, **summary_options)
             joints[method] = M.per_joint_angle_error_deg(errors).tolist()
             cdf[method] = M.fraction_below(errors.angle_deg, M.ANGLE_CDF_THRESHOLDS_DEG).tolist()
@@ -1355,6 +1358,13 @@ def summary_table(data: dict) -> str:
     return "\n".join(lines)
 
 
+def _bin_heading(label: str, row: Mapping) -> str:
+    """Column heading of a bin: its frames and the number of hand tracks they come from (a bin fed
+    by one or two tracks measures those tracks, not the condition)."""
+    tracks = row.get("tracks")
+    return f"{label} ({row['frames']} fr." + ("" if tracks is None else f", {tracks} tr.") + ")"
+
+
 def _breakdown_rows(tables: Mapping[str, Mapping], columns: Sequence[str], methods: Mapping[str, dict]
                     ) -> list[list[str]]:
     """Rows ``[method, metric, value per column]`` of a per-method breakdown (occlusion bins, activities):
@@ -1433,7 +1443,7 @@ def _markdown(results: EvalResults, data: dict, files: dict[str, pathlib.Path]) 
     bins = list(M.OCCLUSION_BIN_LABELS)
     first = next(iter(data["occlusion_bins"].values()), None)
     if first:
-        header = ["method", "metric"] + [f"{b} ({first[b]['frames']} fr.)" for b in bins]
+        header = ["method", "metric"] + [_bin_heading(b, first[b]) for b in bins]
         rows = _breakdown_rows(data["occlusion_bins"], bins, methods)
         for name, weights in data.get("vision_weight_by_occlusion", {}).items():
             rows.append([name, "vision weight"] + [_fmt(weights[b], "{:.3f}") for b in bins])
@@ -1445,7 +1455,7 @@ def _markdown(results: EvalResults, data: dict, files: dict[str, pathlib.Path]) 
         lines += ["## By hand distance (true camera-to-wrist distance)", "",
                   "Range error = predicted minus true camera-to-wrist distance (+ = placed too far); the "
                   "bias is its mean, |range| its mean magnitude.", ""]
-        header = ["method", "metric"] + [f"{b} ({first[b]['frames']} fr.)" for b in bins]
+        header = ["method", "metric"] + [_bin_heading(b, first[b]) for b in bins]
         rows = _breakdown_rows(data["distance_bins"], bins, methods)
         for name, table in data["distance_bins"].items():
             if not methods[name]["root_relative"]:
