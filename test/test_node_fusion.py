@@ -78,7 +78,14 @@ def test_fusion_node_publishes_pose_joints_tf_markers(rclpy_context, checkpoint)
         assert len(joint.name) == 22 and joint.name[0] == "right_thumb_cmc_flex"
         children = {t.child_frame_id for m in tfs for t in convert.deserialize(m, convert.TF_MESSAGE).transforms}
         assert {"right_wrist", "right_palm", "right_index_distal", "right_thumb_distal"} <= children
-        assert node.dropped == 0 and node.frames == 12
+        assert node.dropped == 0 and node.frames == 12 and node.marker_arrays == 12
+        # nobody subscribed to the markers: poses go on, no marker is built
+        h.probe.destroy_subscription(next(s for s in h.probe.subscriptions if s.topic_name == "/right/hand_markers"))
+        assert h.spin_until(lambda: node.marker_pub.get_subscription_count() == 0, timeout=5.0)
+        for k in range(12, 15):
+            base.publish_serialized(frame_pub, synced_frame(t0 + k * 16_666_667, camera))
+            h.spin_until(lambda: len(poses) > k, timeout=5.0)
+        assert node.frames == 15 and node.marker_arrays == 12
     finally:
         h.close()
 

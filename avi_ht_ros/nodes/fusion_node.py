@@ -55,7 +55,7 @@ class FusionNodeParams:
     torch_threads: int = param(1, "CPU threads for inference", range=(1, 64))
     smoothing: bool = param(True, "One-Euro smoothing of the published landmarks and joint angles")
     publish_tf: bool = param(True, "publish TF of the wrist and every bone")
-    publish_markers: bool = param(True, "publish RViz markers (skeleton, sigma, IMU attention)")
+    publish_markers: bool = param(True, "publish RViz markers (skeleton, sigma, IMU attention), built only while the topic has a subscriber")
 
 
 PARAMETER_SETS = (("", FusionNodeParams), ("tracker.", TrackerConfig), ("smoothing.", OneEuroConfig))
@@ -80,6 +80,7 @@ class FusionNode(Node):
         self.frames = 0
         self.dropped = 0
         self.rejected = 0
+        self.marker_arrays = 0
         self.last_stamp_ns: int | None = None
         self.latency_ms: collections.deque[float] = collections.deque(maxlen=600)
         self.inference_ms: collections.deque[float] = collections.deque(maxlen=600)
@@ -161,11 +162,13 @@ class FusionNode(Node):
         if self.params.publish_tf:
             self.tf.send(hand_viz.hand_transforms(stamp, self.side, camera_frame, estimate.wrist_rotation,
                                                   estimate.wrist_translation, fk.bone_rotations, fk.bone_origins))
-        if self.params.publish_markers:
+        # Markers are for RViz: ~0.6 ms per frame to build, so only while someone subscribes.
+        if self.params.publish_markers and self.marker_pub.get_subscription_count() > 0:
             _, imu_positions = self.glove.sensor_poses(fk)
             markers = hand_viz.hand_markers(stamp, camera_frame, self.side, landmarks, estimate.sigma, imu_positions,
                                             estimate.imu_attention, estimate.vision_weight)
             base.publish_serialized(self.marker_pub, markers)
+            self.marker_arrays += 1
 
     def publish_diagnostics(self) -> None:
         latency = np.array(self.latency_ms) if self.latency_ms else np.zeros(1)
