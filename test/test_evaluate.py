@@ -96,6 +96,21 @@ def test_every_method_runs_on_the_same_synchronized_frames(run):
     assert len(set(frames.values())) == 1 and frames["avi_ht"] == sum(t.truth_valid.sum() for t in results.tracks)
 
 
+def test_truth_crops_add_a_diagnostic_row_per_vision_model(models, sequences):
+    options = E.EvalOptions(truth_crops=True, sensitivity=("shift",), time_shifts_s=(0.0, SHIFT_S),
+                            tracker=TrackerConfig(lost_sigma_m=1.0), progress=False)
+    results = E.evaluate(models, sequences[:1], options)
+    data = results.metrics()
+    assert set(data["overall"]) == {"avi_ht", "vision_only", "imu_only", "vision_only+ekf",
+                                    "avi_ht@truth_crop", "vision_only@truth_crop"}
+    assert data["reference"] == "vision_only"  # the diagnostic row is never the reference
+    assert set(data["sensitivity"]["shift"]["curves"]) == {"avi_ht", "imu_only", "vision_only+ekf"}  # not swept
+    track = results.tracks[0]
+    truth_crop = track.predictions[(E.NOMINAL, "vision_only@truth_crop")]
+    online = track.predictions[(E.NOMINAL, "vision_only")]
+    assert not np.allclose(truth_crop.landmarks, online.landmarks)  # other crops, other estimates
+
+
 def test_ekf_row_filters_the_vision_estimate(run):
     results, data, _ = run
     ekf = data["overall"]["vision_only+ekf"]

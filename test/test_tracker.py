@@ -70,6 +70,26 @@ def test_tracker_states_and_crop_following(setup, model_type):
         assert first.tracking_state == T.TRACKING_OK and first.imu_attention.size == 0
 
 
+def test_a_given_crop_centre_replaces_the_prediction_and_keeps_the_state(setup):
+    """The evaluation's truth-crop diagnostic: crops where told, recurrent state carried."""
+    glove, camera = setup
+    model = build_model(ModelConfig(type="vision_only"), glove)
+    told = T.HandTracker(model, camera, glove, "right", T.TrackerConfig(lost_sigma_m=1.0))
+    image = np.random.default_rng(1).integers(0, 255, (camera.height, camera.width), dtype=np.uint8)
+    centers = [np.array([0.02, 0.05, 0.40]), np.array([-0.03, 0.08, 0.35]), np.array([0.0, 0.1, 0.45])]
+    states = []
+    for k, center in enumerate(centers):
+        estimate = told.step(k * 16_666_667, image, None, crop_center=center)
+        np.testing.assert_allclose(estimate.crop_center, center, atol=0)
+        states.append(told._state)
+    assert states[0] is not None and not torch.equal(states[1], states[2])
+    # the same crops fed with their state reproduce the estimate: nothing else differs
+    fresh = T.HandTracker(model, camera, glove, "right", T.TrackerConfig(lost_sigma_m=1.0))
+    for k, center in enumerate(centers):
+        again = fresh.step(k * 16_666_667, image, None, crop_center=center)
+    np.testing.assert_array_equal(again.landmarks, estimate.landmarks)
+
+
 def test_large_sigma_declares_the_track_lost_and_restarts(setup):
     glove, camera = setup
     model = build_model(ModelConfig(type="avi_ht"), glove)

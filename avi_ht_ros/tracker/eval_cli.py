@@ -78,6 +78,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     run = parser.add_argument_group("run")
     run.add_argument("--reference", default=None, help="vision-only model AVI-HT is compared with (default: first)")
     run.add_argument("--no-ekf", action="store_true", help="skip the post-hoc EKF baseline")
+    run.add_argument("--truth-crops", action="store_true",
+                     help="also run every vision model with crops centred on the true hand (NAME@truth_crop): "
+                          "what the tracker's own crop placement costs")
     run.add_argument("--threads", type=int, default=1, help="torch CPU threads (live tracker: 1)")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -143,6 +146,7 @@ def run(args: argparse.Namespace) -> int:
         loaded = load_checkpoint(path)
         models.append(E.EvalModel(name, loaded.model, str(path), dict(loaded.metadata)))
     options = E.EvalOptions(ekf=not args.no_ekf, reference=args.reference, threads=args.threads,
+                            truth_crops=args.truth_crops,
                             progress=not args.no_progress)
     sweeps = ("noise", "shift", "ablation") if "all" in args.sensitivity else tuple(dict.fromkeys(args.sensitivity))
     if args.threads < 1 or args.jobs < 0:

@@ -72,7 +72,7 @@ from avi_ht_ros.common.paths import config_path
 from avi_ht_ros.models.ekf import EkfConfig, JointAngleEkf
 from avi_ht_ros.models.interface import HandPoseModel
 from avi_ht_ros.tracker import metrics as M
-from avi_ht_ros.tracker.preprocess import window_dict
+from avi_ht_ros.tracker.preprocess import hand_center, window_dict
 from avi_ht_ros.tracker.sync import ImuWindow, SyncConfig, SyncStats, live_synchronizer, replay
 from avi_ht_ros.tracker.tracker import (
     TRACKING_DEGRADED,
@@ -105,6 +105,7 @@ TRACKING_STATE_NAMES = {TRACKING_LOST: "lost", TRACKING_OK: "ok", TRACKING_VISIO
 _USABLE_STATUS = (int(ImuStatus.OK), int(ImuStatus.STALE), int(ImuStatus.SATURATED))
 _DEAD = int(ImuStatus.DEAD)
 EKF_SUFFIX = "+ekf"
+TRUTH_CROP_SUFFIX = "@truth_crop"
 NOMINAL = "nominal"
 
 
@@ -654,6 +655,8 @@ class EvalModel:
     model: HandPoseModel
     source: str = ""
     metadata: dict = dataclasses.field(default_factory=dict)
+    truth_crops: bool = False
+    """Analysis: crops centred on the true hand centre instead of the tracker's own estimate."""
 
     @property
     def kind(self) -> str:
@@ -759,6 +762,9 @@ class EvalOptions:
     ablation_mode: str = "drop"
     reference: str | None = None
     """Name of the vision-only model AVI-HT is compared with (default: the first vision-only model)."""
+    truth_crops: bool = False
+    """Also run every vision model with crops centred on the true hand centre (``<name>@truth_crop``):
+    what the tracking loop's crop placement costs (nominal glove only)."""
     threads: int = 1
     progress: bool = True
 
@@ -867,11 +873,13 @@ class Evaluator:
         names = [m.name for m in models]
         if len(set(names)) != len(names):
             raise ConfigError("models", f"model names must be unique, got {names}")
-        self.models = list(models)
         self.options = options or EvalOptions()
+        self.models = list(models) + [
+            dataclasses.replace(m, name=m.name + TRUTH_CROP_SUFFIX, truth_crops=True)
+            for m in models if self.options.truth_crops and m.model.config.uses_vision]
         self.observer = window_observer
         self.conditions = self.options.conditions()
-        vision = [m for m in self.models if m.kind == "vision_only"]
+        vision = [m for m in self.models if m.kind == "vision_only" and not m.truth_crops]
         reference = self.options.reference
         if reference is not None and reference not in {m.name for m in vision}:
             raise ConfigError("reference", f"{reference!r} is not a vision-only model among {names}")
@@ -888,8 +896,8 @@ class Evaluator:
         if condition.sweep == NOMINAL:
             return self.models
         if condition.sweep == "ablation":
-            return [m for m in self.models if m.kind == "avi_ht"]
-        return [m for m in self.models if m.uses_imu]
+            return [m for m in self.models if m.kind == "avi_ht" and not m.truth_crops]
+        return [m for m in self.models if m.uses_imu and not m.truth_crops]
 
     def _ekf_for(self, condition: GloveCondition) -> list[MethodInfo]:
         if not self.options.ekf or condition.sweep == "ablation":
@@ -989,8 +997,11 @@ class Evaluator:
             if observe:
                 self.observer({"track": track_key, "condition": condition, "model": entry.name, "frame": frame,
                                "stamp_ns": int(window.camera_stamp_ns), "window": data})
+            center = None
+            if entry.truth_crops and hand.truth_valid[frame]:
+                center = hand_center(hand.truth.landmarks[frame])
             start = time.perf_counter()
-            estimate = tracker.step(int(window.camera_stamp_ns), sequence.images[frame], data)
+            estimate = tracker.step(int(window.camera_stamp_ns), sequence.images[frame], data, crop_center=center)
             out.step_ms[frame] = (time.perf_counter() - start) * 1e3
             out.landmarks[frame] = estimate.landmarks
             out.joint_angles[frame] = estimate.joint_angles
