@@ -196,16 +196,17 @@ def test_config_errors_and_overrides(tmp_path):
 def test_base_beside_the_training_file_wins_over_the_shipped_one(tmp_path):
     """A copied config set (training YAML + its experiment file) uses the copy, not config/'s file
     of the same name; without a sibling the shipped file is used."""
+    shipped = load_experiment_config("model_avi_ht.yaml").model.imu_encoder
+    edited = shipped.model_dim + shipped.num_heads
     experiment = yaml.safe_load((REPO / "config" / "model_avi_ht.yaml").read_text())
-    experiment["model"]["imu_encoder"]["model_dim"] = 48
+    experiment["model"]["imu_encoder"]["model_dim"] = edited
     write_yaml(tmp_path / "model_avi_ht.yaml", experiment)
     shutil.copy(REPO / "config" / "train_avi_ht.yaml", tmp_path / "train_avi_ht.yaml")
-    assert T.load_train_config(tmp_path / "train_avi_ht.yaml").experiment.model.imu_encoder.model_dim == 48
+    assert T.load_train_config(tmp_path / "train_avi_ht.yaml").experiment.model.imu_encoder.model_dim == edited
     alone = tmp_path / "alone"
     alone.mkdir()
     shutil.copy(REPO / "config" / "train_avi_ht.yaml", alone / "train_avi_ht.yaml")
-    shipped = load_experiment_config("model_avi_ht.yaml").model.imu_encoder.model_dim
-    assert T.load_train_config(alone / "train_avi_ht.yaml").experiment.model.imu_encoder.model_dim == shipped != 48
+    assert T.load_train_config(alone / "train_avi_ht.yaml").experiment.model.imu_encoder.model_dim == shipped.model_dim
 
 def test_dataset_must_fit_the_model(dataset, tmp_path):
     data = tiny_config(dataset)
