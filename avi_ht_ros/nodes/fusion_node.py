@@ -55,7 +55,8 @@ class FusionNodeParams:
     torch_threads: int = param(1, "CPU threads for inference", range=(1, 64))
     smoothing: bool = param(True, "One-Euro smoothing of the published landmarks and joint angles")
     publish_tf: bool = param(True, "publish TF of the wrist and every bone")
-    publish_markers: bool = param(True, "publish RViz markers (skeleton, sigma, IMU attention), built only while the topic has a subscriber")
+    publish_markers: bool = param(True, "publish RViz markers (skeleton, sigma, IMU attention), built only while "
+                                        "the topic has a subscriber")
 
 
 PARAMETER_SETS = (("", FusionNodeParams), ("tracker.", TrackerConfig), ("smoothing.", OneEuroConfig))

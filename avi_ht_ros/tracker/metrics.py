@@ -323,7 +323,7 @@ class FrameErrors:
     accel_error_t: np.ndarray     # [F] acceleration error in the wrist frames
     pinch_true: np.ndarray        # [F] bool
     pinch_pred: np.ndarray        # [F] bool
-    wrist_range_error_mm: np.ndarray  # [F] ‖t_pred‖ − ‖t_true‖ of the wrist: + = placed too far (NaN root-relative)
+    wrist_range_error_mm: np.ndarray  # [F] ‖t_pred‖ − ‖t_true‖ (mm; + = too far; NaN if root-relative)
 
     @property
     def num_frames(self) -> int:
