@@ -154,9 +154,7 @@ class HandTracker:
         imu_features, imu_valid, imu_degraded = self._imu_tensors(window)
         no_glove_data = imu_valid is not None and not bool(imu_valid.any())
         center = self._predicted_center() if crop_center is None else np.asarray(crop_center, np.float64)
-        if crop_center is not None and center_is_croppable(self.camera, center):
-            outputs, state, view_valid = self._run(image, center, 1.0, imu_features, imu_valid, self._state)
-        elif center is None or not center_is_croppable(self.camera, center):
+        if center is None or not center_is_croppable(self.camera, center):
             if self._previous is None or not self.uses_imu or no_glove_data:
                 # new track: search around the prior position, refine on this frame
                 self._state = None
