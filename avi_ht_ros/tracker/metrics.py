@@ -264,19 +264,26 @@ def occlusion_bins(occlusion_ratio: np.ndarray) -> np.ndarray:
     return np.where(valid, bins, -1).astype(np.int64)
 
 
-def distance_bin_labels(distance_m: np.ndarray) -> np.ndarray:
-    """Label ``[F]`` (str, object array) of each frame's hand-distance bin ("" if not finite)."""
+def distance_bins(distance_m: np.ndarray) -> np.ndarray:
+    """Bin index ``[F]`` in 0..2 of :data:`DISTANCE_BIN_LABELS` (−1 where not finite)."""
     distance = np.asarray(distance_m, np.float64)
     bins = np.searchsorted(np.asarray(DISTANCE_BIN_EDGES_M), distance, side="right")
-    labels = np.asarray(DISTANCE_BIN_LABELS + ("",), dtype=object)
-    return labels[np.where(np.isfinite(distance), bins, len(DISTANCE_BIN_LABELS))]
+    return np.where(np.isfinite(distance), bins, -1).astype(np.int64)
+
+
+def _bin_labels(bins: np.ndarray, labels: tuple[str, ...]) -> np.ndarray:
+    """Label ``[F]`` (str, object array) of bin indices ``[F]`` ("" for −1)."""
+    return np.asarray(labels + ("",), dtype=object)[bins]
+
+
+def distance_bin_labels(distance_m: np.ndarray) -> np.ndarray:
+    """Label ``[F]`` (str, object array) of each frame's hand-distance bin ("" if not finite)."""
+    return _bin_labels(distance_bins(distance_m), DISTANCE_BIN_LABELS)
 
 
 def occlusion_bin_labels(occlusion_ratio: np.ndarray) -> np.ndarray:
     """Label ``[F]`` (str, object array) of each frame's occlusion bin ("" if invalid)."""
-    bins = occlusion_bins(occlusion_ratio)
-    labels = np.asarray(OCCLUSION_BIN_LABELS + ("",), dtype=object)
-    return labels[bins]
+    return _bin_labels(occlusion_bins(occlusion_ratio), OCCLUSION_BIN_LABELS)
 
 
 # ======================================================================================
