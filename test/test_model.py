@@ -570,3 +570,32 @@ def test_wrist_aligned_landmark_loss_ignores_the_global_pose_and_sees_articulati
     moved = local.clone()
     moved[:, 8] += torch.tensor([0.01, 0.0, 0.0])  # index tip 10 mm off in the hand frame
     assert loss_for(moved) == pytest.approx(10.0 / 21, rel=1e-3)
+
+
+@pytest.mark.parametrize("with_bias", [False, True])
+def test_single_query_attention_equals_the_full_attention_row(with_bias):
+    """The key-space path (one query, no key/value projection) is the last row of full attention."""
+    torch.manual_seed(11)
+    attention = SequenceFirstAttention(24, 3)
+    x = torch.randn(6, 5, 24)  # [S, N, D]
+    bias = None
+    if with_bias:
+        bias = torch.randn(15, 6, 6)
+        bias[4, 2] = float("-inf")  # a masked key
+    full_output, full_attention = attention(x, x, bias)  # joint-projection path, every query
+    last_bias = None if bias is None else bias[..., -1:]
+    for grad in (True, False):  # training (recomputed folds) and inference (cached folds)
+        with torch.set_grad_enabled(grad):
+            output, probabilities = attention(x[-1:].clone(), x, last_bias)
+        assert output.shape == (1, 5, 24) and probabilities.shape == (15, 1, 6)
+        assert torch.allclose(output, full_output[-1:], atol=1e-5)
+        assert torch.allclose(probabilities, full_attention[:, -1:], atol=1e-6)
+        if grad:
+            trained_output = output
+    trained_output.sum().backward()  # gradients reach every projection through the folded path
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in
+               (attention.query.weight, attention.key_value.weight, attention.out.weight))
+    with torch.no_grad():
+        attention.out.weight.add_(0.5)  # a parameter change invalidates the cached folds
+        changed, _ = attention(x[-1:].clone(), x, last_bias)
+        assert torch.allclose(changed, attention(x, x, bias)[0][-1:], atol=1e-5)

@@ -48,11 +48,50 @@ class SequenceFirstAttention(nn.Module):
         bias = torch.cat([self.query.bias.view(heads, 1, head_dim), self.key_value.bias.view(heads, 2, head_dim)], dim=1)
         return weight.flatten(0, 2), bias.flatten()
 
+    def _single_query_projections(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Per-head products for :meth:`_attend_single_query`: query→key-space ``[H·D, D]`` (scaled)
+        with its bias ``[H·D]``, and head-space→output ``[D, H·D]`` with its bias ``[D]``."""
+        heads, head_dim = self.num_heads, self.head_dim
+        w_q = self.query.weight.view(heads, head_dim, -1)  # [H, dh, D]
+        w_k, w_v = self.key_value.weight.view(heads, 2, head_dim, -1).unbind(1)  # [H, dh, D] each
+        b_q = self.query.bias.view(heads, head_dim, 1)
+        b_v = self.key_value.bias.view(heads, 2, head_dim)[:, 1]  # [H, dh]
+        query_to_key = self.scale * w_k.transpose(1, 2) @ torch.cat([w_q, b_q], dim=2)  # [H, D, D+1]
+        w_o = self.out.weight.view(-1, heads, head_dim).transpose(0, 1)  # [H, D_out, dh]
+        head_to_out = (w_o @ w_v).transpose(0, 1).flatten(1)  # [D_out, H·D]
+        out_bias = self.out.bias + (w_o @ b_v[..., None]).sum(dim=0)[:, 0]
+        return query_to_key[..., :-1].flatten(0, 1), query_to_key[..., -1].flatten(), head_to_out, out_bias
+
+    def _attend_single_query(
+        self, query_source: torch.Tensor, key_source: torch.Tensor, bias: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One query per sequence, computed in the *input* space of the keys: no key/value projection
+        of the ``S`` key tokens at all. Per head, ``q·(W_k h_j + b_k) = (W_kᵀ q)·h_j + const`` (the
+        constant cancels in the softmax) and ``Σ_j a_j (W_v h_j + b_v) = W_v Σ_j a_j h_j + b_v``
+        (``Σ_j a_j = 1``); ``W_kᵀ W_q`` and ``W_o W_v`` are folded per head. Same result as the
+        general path up to float rounding, ~S/H times fewer multiply-adds for the keys."""
+        s, n, dim = key_source.shape
+        heads = self.num_heads
+        query_to_key, query_bias, head_to_out, out_bias = cached_for_inference(
+            self, "_single_query_cache", (self.query.weight, self.query.bias, self.key_value.weight,
+                                          self.key_value.bias, self.out.weight, self.out.bias),
+            self._single_query_projections)
+        query_in_key_space = F.linear(query_source[0], query_to_key, query_bias).view(n, heads, dim)  # [N, H, D]
+        keys = key_source.transpose(0, 1)  # [N, S, D] view
+        key_bias = self._zero if bias is None else bias.view(n, heads, s).transpose(1, 2)  # [N, S, H]
+        logits = torch.baddbmm(key_bias, keys, query_in_key_space.transpose(1, 2))  # [N, S, H]
+        attention = logits.softmax(dim=1)
+        attended = torch.bmm(attention.transpose(1, 2), keys)  # [N, H, D]: Σ_j a_j h_j per head
+        output = F.linear(attended.view(n, heads * dim), head_to_out, out_bias)
+        return output[None], attention.transpose(1, 2).reshape(n * heads, 1, s)
+
     def forward(
         self, query_source: torch.Tensor, key_source: torch.Tensor, bias: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         sq, n, dim = query_source.shape
         s = key_source.shape[0]
+        if sq == 1 and query_source is not key_source:
+            return self._attend_single_query(query_source, key_source, bias)
         heads = n * self.num_heads
         if query_source is key_source:  # self-attention: one projection for q, k and v
             weight, joint_bias = cached_for_inference(
