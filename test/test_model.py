@@ -22,6 +22,7 @@ from avi_ht_ros.models.attention import SequenceFirstAttention
 from avi_ht_ros.models.bench import benchmark_models, synthetic_frame_inputs
 from avi_ht_ros.models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from avi_ht_ros.models.config import (
+    ExperimentConfig,
     FusionConfig,
     HeadConfig,
     ImuEncoderConfig,
@@ -29,6 +30,7 @@ from avi_ht_ros.models.config import (
     ModelConfig,
     SensorDropoutConfig,
     VisionEncoderConfig,
+    dataclass_from_dict,
     load_experiment_config,
 )
 from avi_ht_ros.models.ekf import EkfConfig, gyro_from_imu_window, run_ekf_on_sequence, sensor_chains
@@ -570,6 +572,66 @@ def test_wrist_aligned_landmark_loss_ignores_the_global_pose_and_sees_articulati
     moved = local.clone()
     moved[:, 8] += torch.tensor([0.01, 0.0, 0.0])  # index tip 10 mm off in the hand frame
     assert loss_for(moved) == pytest.approx(10.0 / 21, rel=1e-3)
+
+
+def test_wrist_aligned_nll_uses_its_own_sigma_and_needs_the_aligned_head():
+    from avi_ht_ros.models.config import LossConfig
+    from avi_ht_ros.models.interface import ModelOutputs
+
+    torch.manual_seed(0)
+    b = 3
+    true_r = torch.as_tensor(Rotation.random(b, random_state=3).as_matrix(), dtype=torch.float32)
+    true_t = torch.tensor([0.0, 0.0, 0.4]).expand(b, 3)
+    local = torch.randn(b, 21, 3) * 0.05
+    targets = PoseTargets(landmarks=local @ true_r.transpose(-1, -2) + true_t[:, None],
+                          joint_angles=torch.zeros(b, 22), wrist_rotation=true_r, wrist_translation=true_t)
+    moved = local.clone()
+    moved[:, 8] += torch.tensor([0.0, 0.006, 0.0])  # index tip 6 mm off in the hand frame
+    aligned_log_sigma = torch.full((b, 21), float(np.log(2e-3)), requires_grad=True)  # σ = 2 mm
+    outputs = ModelOutputs(landmarks=moved @ true_r.transpose(-1, -2) + true_t[:, None] + 0.03,  # + 3 cm global
+                           joint_angles=torch.zeros(b, 22), wrist_rotation=true_r, wrist_translation=true_t + 0.03,
+                           log_sigma=torch.zeros(b, 21), log_sigma_aligned=aligned_log_sigma)
+    config = LossConfig(landmark_nll_weight=0.0, joint_angle_weight=0.0, wrist_aligned_landmark_nll_weight=2.0)
+    terms = compute_losses(outputs, targets, config)
+    # only the 6 mm articulation error counts, under σ = 2 mm: (6/2)/21 + 3·log 2
+    assert terms["wrist_aligned_landmark_nll"].item() == pytest.approx(2.0 * (3.0 / 21 + 3 * np.log(2.0)), rel=1e-4)
+    terms["total"].backward()
+    assert aligned_log_sigma.grad[:, 8].abs().min() > 0  # the σ of the wrong landmark is trained
+    with pytest.raises(ValueError, match="head.aligned_sigma"):
+        compute_losses(dataclasses.replace(outputs, log_sigma_aligned=None), targets, config)
+    # root-relative models already have a wrist-aligned NLL: no second one
+    assert "wrist_aligned_landmark_nll" not in compute_losses(
+        dataclasses.replace(outputs, root_relative=True), targets, dataclasses.replace(config, joint_angle_weight=1.0))
+
+
+def test_aligned_sigma_head_is_a_separate_output_and_configs_check_it(tmp_path):
+    config = load_experiment_config("model_avi_ht.yaml")
+    with_aligned = dataclasses.replace(config.model, head=dataclasses.replace(config.model.head, aligned_sigma=True))
+    torch.manual_seed(0)
+    plain, aligned = build_model(config.model).eval(), build_model(with_aligned).eval()
+    missing = set(aligned.state_dict()) - set(plain.state_dict())
+    assert missing == {"head.aligned_log_sigma.weight", "head.aligned_log_sigma.bias"}  # the rest warm-starts
+    aligned.load_state_dict(plain.state_dict(), strict=False)
+    inputs = synthetic_frame_inputs(plain)
+    with torch.no_grad():
+        a, _ = plain(inputs)
+        b, _ = aligned(inputs)
+    assert torch.equal(a.landmarks, b.landmarks) and a.log_sigma_aligned is None
+    assert b.log_sigma_aligned.shape == (1, 21)
+    assert torch.allclose(b.log_sigma_aligned, torch.tensor(config.model.head.log_sigma_init_m), atol=0.3)
+    def experiment(raw):
+        experiment_config = dataclass_from_dict(ExperimentConfig, raw, "test.yaml: ")
+        experiment_config.validate("test.yaml: ")
+        return experiment_config
+
+    raw = {"model": {"type": "vision_only"}, "loss": {"wrist_aligned_landmark_nll_weight": 1.0}}
+    with pytest.raises(ConfigError, match="aligned_sigma"):
+        experiment(raw)
+    raw["model"]["head"] = {"aligned_sigma": True}
+    assert experiment(raw).model.head.aligned_sigma
+    imu_only = load_experiment_config("model_imu_only.yaml").model
+    with pytest.raises(ValueError, match="wrist pose"):
+        build_model(dataclasses.replace(imu_only, head=dataclasses.replace(imu_only.head, aligned_sigma=True)))
 
 
 @pytest.mark.parametrize("with_bias", [False, True])

@@ -101,6 +101,7 @@ class AviHtModel(HandPoseModel):
             wrist_rotation=rotation,
             wrist_translation=translation,
             log_sigma=head_outputs["log_sigma"],
+            log_sigma_aligned=head_outputs.get("log_sigma_aligned"),
             imu_attention=imu_attention,
             vision_weight=vision_weight,
             level1_attention=level1_attention,

@@ -58,6 +58,7 @@ class VisionOnlyModel(HandPoseModel):
             wrist_rotation=rotation,
             wrist_translation=translation,
             log_sigma=head_outputs["log_sigma"],
+            log_sigma_aligned=head_outputs.get("log_sigma_aligned"),
         )
         return outputs, vision.state
 

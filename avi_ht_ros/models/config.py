@@ -164,6 +164,10 @@ class HeadConfig:
     """Lower clamp of log σ (≈ 0.1 mm) so the NLL cannot diverge."""
     log_sigma_max_m: float = 0.0
     """Upper clamp of log σ (1 m)."""
+    aligned_sigma: bool = False
+    """Also predict a per-landmark σ of the *wrist-aligned* landmarks (articulation apart from
+    the global wrist pose; ``log_sigma_aligned``), used by ``loss.wrist_aligned_landmark_nll_weight``.
+    Models with a wrist pose only; a separate output layer, so checkpoints without it warm-start."""
 
     def validate(self, where: str) -> None:
         _require(self.hidden_dim >= 1, f"{where}.hidden_dim", f"must be >= 1, got {self.hidden_dim}")
@@ -255,6 +259,11 @@ class LossConfig:
     the true wrist frame (the MKPE.T error). Supervises articulation apart from the global wrist
     pose, whose error dominates the camera-frame NLL (large σ, weak articulation gradient).
     Ignored by root-relative models, whose NLL is already wrist-aligned."""
+    wrist_aligned_landmark_nll_weight: float = 0.0
+    """NLL (``landmark_nll_kind``) of the same wrist-aligned landmarks under their own predicted σ
+    (``model.head.aligned_sigma``): the articulation term adapts its weight like the IMU-only
+    model's root-relative NLL does, instead of inheriting the camera-frame σ (set by the wrist
+    position, ~25× larger). Ignored by root-relative models."""
 
     def validate(self, where: str) -> None:
         for f in dataclasses.fields(self):
@@ -314,6 +323,9 @@ class ExperimentConfig:
     def validate(self, where: str) -> None:
         self.model.validate(f"{where}model")
         self.loss.validate(f"{where}loss")
+        if self.loss.wrist_aligned_landmark_nll_weight > 0 and self.model.type != "imu_only":
+            _require(self.model.head.aligned_sigma, f"{where}loss.wrist_aligned_landmark_nll_weight",
+                     "needs model.head.aligned_sigma: true (the σ of the wrist-aligned landmarks)")
         self.training.validate(f"{where}training")
 
 

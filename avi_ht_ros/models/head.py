@@ -11,7 +11,8 @@
   the given scale filling the crop), ``t_0 = z_ref·e^δ · M [x, y, 1]ᵀ`` in the crop camera
   and ``t_camera = R_0ᵀ t_0``. At initialisation the wrist sits on the crop's centre ray at
   ``z_ref``.
-* Per-landmark log σ (σ in metres), soft-clamped into ``[log_sigma_min_m, log_sigma_max_m]``.
+* Per-landmark log σ (σ in metres), soft-clamped into ``[log_sigma_min_m, log_sigma_max_m]``;
+  with ``aligned_sigma`` a second one for the wrist-aligned landmarks (own output layer).
 
 Root-relative heads (IMU-only baseline) predict joint angles and log σ only.
 """
@@ -76,6 +77,14 @@ class PoseHead(nn.Module):
                 bias += [torch.tensor([1.0, 0.0, 0.0, 0.0, 1.0, 0.0]), torch.zeros(3)]
             bias.append(torch.full((NUM_LANDMARKS,), self._unclamp(config.log_sigma_init_m)))
             self.output.bias.copy_(torch.cat(bias))
+        self.aligned_log_sigma = None
+        if config.aligned_sigma:
+            if not predicts_wrist_pose:
+                raise ValueError("aligned_sigma needs a head that predicts the wrist pose")
+            self.aligned_log_sigma = nn.Linear(config.hidden_dim, NUM_LANDMARKS)
+            with torch.no_grad():
+                self.aligned_log_sigma.weight.mul_(0.1)
+                self.aligned_log_sigma.bias.fill_(self._unclamp(config.log_sigma_init_m))
 
     def _clamp_log_sigma(self, raw: torch.Tensor) -> torch.Tensor:
         """Smooth map of ℝ onto (log_sigma_min, log_sigma_max) (a scaled sigmoid)."""
@@ -88,8 +97,10 @@ class PoseHead(nn.Module):
 
     def forward(self, features: torch.Tensor) -> dict[str, torch.Tensor]:
         """Returns ``joint_angles [B, 22]``, ``log_sigma [B, 21]`` and, with a wrist pose,
-        ``rotation_reference [B, 3, 3]`` and ``translation_code [B, 3]`` (crop x, y, log-depth δ)."""
-        out = self.output(self.hidden(features))
+        ``rotation_reference [B, 3, 3]`` and ``translation_code [B, 3]`` (crop x, y, log-depth δ);
+        with ``aligned_sigma`` also ``log_sigma_aligned [B, 21]``."""
+        hidden = self.hidden(features)
+        out = self.output(hidden)
         joint_logits, rest = out[:, :NUM_JOINTS], out[:, NUM_JOINTS:]
         result = {"joint_angles": self.joint_lower + self.joint_range * torch.sigmoid(joint_logits)}
         if self.predicts_wrist_pose:
@@ -97,6 +108,8 @@ class PoseHead(nn.Module):
             result["translation_code"] = rest[:, 6:9]
             rest = rest[:, 9:]
         result["log_sigma"] = self._clamp_log_sigma(rest)
+        if self.aligned_log_sigma is not None:
+            result["log_sigma_aligned"] = self._clamp_log_sigma(self.aligned_log_sigma(hidden))
         return result
 
 

@@ -83,6 +83,8 @@ class ModelOutputs:
     joint_angles: ``[B, 22]`` rad, ``JOINT_NAMES`` order, inside the joint limits.
     wrist_rotation: ``[B, 3, 3]`` wrist → camera. wrist_translation: ``[B, 3]`` m.
     log_sigma: ``[B, 21]`` per-landmark log σ (σ in m).
+    log_sigma_aligned: ``[B, 21]`` log σ of the wrist-aligned landmarks (``head.aligned_sigma``
+        models; training signal, not used at inference).
     imu_attention: ``[B, N_s]`` level-1 visual-token attention per sensor (AVI-HT only).
     vision_weight: ``[B]`` level-2 attention share of the visual token (AVI-HT only).
     level1_attention: ``[B, N_tok, N_tok]`` full level-1 attention, head mean (diagnostics).
@@ -99,6 +101,7 @@ class ModelOutputs:
     vision_weight: torch.Tensor | None = None
     level1_attention: torch.Tensor | None = None
     sensor_valid: torch.Tensor | None = None
+    log_sigma_aligned: torch.Tensor | None = None
     root_relative: bool = False
 
     @property

@@ -10,6 +10,10 @@
   positive for realistic errors.
 * ``joint_angle`` — L1 or smooth-L1 over the 22 angles (rad).
 * ``wrist_translation`` — L1 of the wrist translation (length unit), UmeTrack's λ_w term.
+* ``wrist_aligned_landmark`` — L1 of the landmarks in the predicted vs the true wrist frame
+  (the MKPE.T error); ``wrist_aligned_landmark_nll`` — the same landmarks under the NLL with
+  their own predicted σ (``log_sigma_aligned``), i.e. the factorised likelihood: global pose
+  through the camera-frame NLL, articulation through a wrist-aligned one.
 * ``temporal_velocity`` (clips) — L1 between predicted and true frame-to-frame landmark
   displacements (length unit): penalises jitter without biasing real motion.
 * ``temporal_acceleration`` (clips) — UmeTrack Eq. 6: L1 of the predicted acceleration
@@ -126,10 +130,21 @@ def compute_losses(outputs: ModelOutputs, targets: PoseTargets, config: LossConf
         terms["wrist_translation"] = config.wrist_translation_weight * (
             (outputs.wrist_translation - targets.wrist_translation).abs().mean() / unit
         )
-    if config.wrist_aligned_landmark_weight > 0 and not outputs.root_relative:
+    aligned_terms = not outputs.root_relative and (
+        config.wrist_aligned_landmark_weight > 0 or config.wrist_aligned_landmark_nll_weight > 0)
+    if aligned_terms:
         predicted_aligned = (outputs.landmarks - outputs.wrist_translation[..., None, :]) @ outputs.wrist_rotation
+        target_aligned = targets_in_wrist_frame(targets)
+    if aligned_terms and config.wrist_aligned_landmark_weight > 0:
         terms["wrist_aligned_landmark"] = config.wrist_aligned_landmark_weight * (
-            (predicted_aligned - targets_in_wrist_frame(targets)).norm(dim=-1).mean() / unit
+            (predicted_aligned - target_aligned).norm(dim=-1).mean() / unit
+        )
+    if aligned_terms and config.wrist_aligned_landmark_nll_weight > 0:
+        if outputs.log_sigma_aligned is None:
+            raise ValueError("loss.wrist_aligned_landmark_nll_weight > 0 needs a model with head.aligned_sigma")
+        terms["wrist_aligned_landmark_nll"] = config.wrist_aligned_landmark_nll_weight * landmark_nll(
+            predicted_aligned, target_aligned, outputs.log_sigma_aligned, config.landmark_nll_kind, unit,
+            targets.landmark_weight,
         )
     if config.max_mse_weight > 0:
         terms["max_mse"] = config.max_mse_weight * max_mse(outputs.landmarks, target_landmarks, unit)
