@@ -18,7 +18,8 @@ import yaml
 from avi_ht_ros import cli
 from avi_ht_ros.common.errors import ConfigError
 from avi_ht_ros.common.glove_model import GloveModel
-from avi_ht_ros.models.checkpoint import save_checkpoint
+from avi_ht_ros.common.paths import share_path
+from avi_ht_ros.models.checkpoint import load_checkpoint, save_checkpoint
 from avi_ht_ros.models.config import (
     FusionConfig,
     HeadConfig,
@@ -349,3 +350,12 @@ def test_eval_and_bench_commands(tmp_path, glove, capsys):
     code = cli.main(["bench", "model", "--iterations", "3", "--warmup", "1"])
     printed = capsys.readouterr().out
     assert code == 0 and "fusion / vision-only: p50" in printed and "avi_ht" in printed
+    # a checkpoint is timed with its own stored architecture; the default is the shipped one's
+    from avi_ht_ros.tracker.bench_cli import architecture_to_time
+    assert architecture_to_time(str(paths["avi_ht"]), "avi_ht") == tiny_config("avi_ht")
+    shipped = load_checkpoint(share_path("models", "avi_ht.pt")).config
+    assert architecture_to_time("", "avi_ht") == shipped
+    assert architecture_to_time("model_vision_only.yaml", "vision_only").type == "vision_only"
+    code = cli.main(["bench", "model", "--iterations", "3", "--warmup", "1", "--fusion-config", str(paths["avi_ht"]),
+                     "--vision-config", str(paths["vision_only"])])
+    assert code == 0 and "fusion / vision-only: p50" in capsys.readouterr().out

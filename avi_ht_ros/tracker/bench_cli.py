@@ -9,7 +9,7 @@ that target runs). Each ``run(args) -> int`` prints its own table.
 ``avi-ht bench graph``: :mod:`avi_ht_ros.graph_bench` (the node processes on a simulated scenario).
 
 ``avi-ht bench model``: per-frame latency (p50/p99) of the fusion model and the vision-only
-baseline, timed interleaved in the same process on one thread
+baseline (by default the shipped checkpoints' architectures), timed interleaved in the same process on one thread
 (:func:`avi_ht_ros.models.bench.benchmark_models`), and the fused/vision-only ratio.
 """
 from __future__ import annotations
@@ -29,29 +29,45 @@ class Benchmark:
 # -- bench model -------------------------------------------------------------------------------
 
 def _model_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--fusion-config", default="model_avi_ht.yaml",
-                        help="experiment YAML of the fusion model (default config/model_avi_ht.yaml)")
-    parser.add_argument("--vision-config", default="model_vision_only.yaml",
-                        help="experiment YAML of the vision-only baseline (default config/model_vision_only.yaml)")
+    parser.add_argument("--fusion-config", default="",
+                        help="experiment YAML or checkpoint (.pt: its stored architecture) of the fusion model "
+                             "(default: the shipped models/avi_ht.pt)")
+    parser.add_argument("--vision-config", default="",
+                        help="experiment YAML or checkpoint of the vision-only baseline "
+                             "(default: the shipped models/vision_only.pt)")
     parser.add_argument("--with-imu-only", action="store_true", help="also time the IMU-only baseline")
-    parser.add_argument("--imu-config", default="model_imu_only.yaml", help="experiment YAML of the IMU-only model")
+    parser.add_argument("--imu-config", default="",
+                        help="experiment YAML or checkpoint of the IMU-only model (default: the shipped models/imu_only.pt)")
     parser.add_argument("--iterations", type=int, default=500, help="timed frames per model")
     parser.add_argument("--warmup", type=int, default=50, help="untimed frames per model first")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (live tracker: 1)")
     parser.add_argument("--seed", type=int, default=0, help="weight initialisation seed")
 
 
+def architecture_to_time(source: str, shipped_name: str):
+    """The :class:`ModelConfig` ``bench model`` builds: an experiment YAML's, a checkpoint's stored
+    one (``.pt``), or by default the shipped ``models/<shipped_name>.pt``'s — what the nodes run
+    (timing does not depend on the weights, only on the architecture)."""
+    from avi_ht_ros.common.paths import share_path
+    from avi_ht_ros.models.checkpoint import read_checkpoint
+    from avi_ht_ros.models.config import load_experiment_config, model_config_from_dict
+
+    source = source or str(share_path("models", f"{shipped_name}.pt"))
+    if source.endswith(".pt"):
+        return model_config_from_dict(read_checkpoint(source)["model_config"], f"{source}: model_config")
+    return load_experiment_config(source).model
+
+
 def _run_model(args: argparse.Namespace) -> int:
     from avi_ht_ros.common.errors import ConfigError
     from avi_ht_ros.models.bench import benchmark_models
-    from avi_ht_ros.models.config import load_experiment_config
 
     if args.iterations < 2 or args.warmup < 0 or args.threads < 1:
         raise ConfigError("bench model", "need --iterations >= 2, --warmup >= 0, --threads >= 1")
-    configs = {"avi_ht": load_experiment_config(args.fusion_config).model,
-               "vision_only": load_experiment_config(args.vision_config).model}
+    configs = {"avi_ht": architecture_to_time(args.fusion_config, "avi_ht"),
+               "vision_only": architecture_to_time(args.vision_config, "vision_only")}
     if args.with_imu_only:
-        configs["imu_only"] = load_experiment_config(args.imu_config).model
+        configs["imu_only"] = architecture_to_time(args.imu_config, "imu_only")
     for name, expected in (("avi_ht", "avi_ht"), ("vision_only", "vision_only"), ("imu_only", "imu_only")):
         if name in configs and configs[name].type != expected:
             raise ConfigError(name, f"config has model.type {configs[name].type!r}, expected {expected!r}")
