@@ -124,6 +124,15 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
     return payload
 
 
+def stored_model_config(payload: dict, path: str | os.PathLike) -> ModelConfig:
+    """The validated :class:`ModelConfig` of a :func:`read_checkpoint` payload (the architecture
+    the weights belong to); :class:`CheckpointError` if it is invalid."""
+    try:
+        return model_config_from_dict(payload["model_config"], "model_config")
+    except ConfigError as exc:
+        raise CheckpointError(str(path), f"stored model config is invalid: {exc}") from exc
+
+
 def load_checkpoint(path: str | os.PathLike, glove=None) -> LoadedCheckpoint:
     """Rebuild the model from a checkpoint (eval mode, CPU). Refuses non-weights-only files.
 
@@ -134,10 +143,7 @@ def load_checkpoint(path: str | os.PathLike, glove=None) -> LoadedCheckpoint:
 
     where = str(path)
     payload = read_checkpoint(path)
-    try:
-        config = model_config_from_dict(payload["model_config"], "model_config")
-    except ConfigError as exc:
-        raise CheckpointError(where, f"stored model config is invalid: {exc}") from exc
+    config = stored_model_config(payload, path)
     model = build_model(config, glove=glove)
     # The sensor layout (hop distances, feature row → sensor map) is fixed by the glove the
     # model was trained for; running it with another layout would silently mis-assign sensors.

@@ -49,12 +49,12 @@ def architecture_to_time(source: str, shipped_name: str):
     one (``.pt``), or by default the shipped ``models/<shipped_name>.pt``'s — what the nodes run
     (timing does not depend on the weights, only on the architecture)."""
     from avi_ht_ros.common.paths import share_path
-    from avi_ht_ros.models.checkpoint import read_checkpoint
-    from avi_ht_ros.models.config import load_experiment_config, model_config_from_dict
+    from avi_ht_ros.models.checkpoint import read_checkpoint, stored_model_config
+    from avi_ht_ros.models.config import load_experiment_config
 
     source = source or str(share_path("models", f"{shipped_name}.pt"))
     if source.endswith(".pt"):
-        return model_config_from_dict(read_checkpoint(source)["model_config"], f"{source}: model_config")
+        return stored_model_config(read_checkpoint(source), source)
     return load_experiment_config(source).model
 
 
