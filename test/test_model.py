@@ -7,6 +7,7 @@ import pathlib
 import numpy as np
 import pytest
 import torch
+import yaml
 from scipy.spatial.transform import Rotation
 
 from avi_ht_ros.common.errors import ConfigError
@@ -22,7 +23,6 @@ from avi_ht_ros.models.attention import SequenceFirstAttention
 from avi_ht_ros.models.bench import benchmark_models, synthetic_frame_inputs
 from avi_ht_ros.models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from avi_ht_ros.models.config import (
-    ExperimentConfig,
     FusionConfig,
     HeadConfig,
     ImuEncoderConfig,
@@ -30,7 +30,6 @@ from avi_ht_ros.models.config import (
     ModelConfig,
     SensorDropoutConfig,
     VisionEncoderConfig,
-    dataclass_from_dict,
     load_experiment_config,
 )
 from avi_ht_ros.models.ekf import EkfConfig, gyro_from_imu_window, run_ekf_on_sequence, sensor_chains
@@ -575,7 +574,6 @@ def test_wrist_aligned_landmark_loss_ignores_the_global_pose_and_sees_articulati
 
 
 def test_wrist_aligned_nll_uses_its_own_sigma_and_needs_the_aligned_head():
-    from avi_ht_ros.models.config import LossConfig
     from avi_ht_ros.models.interface import ModelOutputs
 
     torch.manual_seed(0)
@@ -619,10 +617,11 @@ def test_aligned_sigma_head_is_a_separate_output_and_configs_check_it(tmp_path):
     assert torch.equal(a.landmarks, b.landmarks) and a.log_sigma_aligned is None
     assert b.log_sigma_aligned.shape == (1, 21)
     assert torch.allclose(b.log_sigma_aligned, torch.tensor(config.model.head.log_sigma_init_m), atol=0.3)
-    def experiment(raw):
-        experiment_config = dataclass_from_dict(ExperimentConfig, raw, "test.yaml: ")
-        experiment_config.validate("test.yaml: ")
-        return experiment_config
+
+    def experiment(raw):  # through the real loader
+        path = tmp_path / "experiment.yaml"
+        path.write_text(yaml.safe_dump(raw))
+        return load_experiment_config(path)
 
     raw = {"model": {"type": "vision_only"}, "loss": {"wrist_aligned_landmark_nll_weight": 1.0}}
     with pytest.raises(ConfigError, match="aligned_sigma"):

@@ -130,22 +130,21 @@ def compute_losses(outputs: ModelOutputs, targets: PoseTargets, config: LossConf
         terms["wrist_translation"] = config.wrist_translation_weight * (
             (outputs.wrist_translation - targets.wrist_translation).abs().mean() / unit
         )
-    aligned_terms = not outputs.root_relative and (
-        config.wrist_aligned_landmark_weight > 0 or config.wrist_aligned_landmark_nll_weight > 0)
-    if aligned_terms:
+    if not outputs.root_relative and (
+            config.wrist_aligned_landmark_weight > 0 or config.wrist_aligned_landmark_nll_weight > 0):
         predicted_aligned = (outputs.landmarks - outputs.wrist_translation[..., None, :]) @ outputs.wrist_rotation
         target_aligned = targets_in_wrist_frame(targets)
-    if aligned_terms and config.wrist_aligned_landmark_weight > 0:
-        terms["wrist_aligned_landmark"] = config.wrist_aligned_landmark_weight * (
-            (predicted_aligned - target_aligned).norm(dim=-1).mean() / unit
-        )
-    if aligned_terms and config.wrist_aligned_landmark_nll_weight > 0:
-        if outputs.log_sigma_aligned is None:
-            raise ValueError("loss.wrist_aligned_landmark_nll_weight > 0 needs a model with head.aligned_sigma")
-        terms["wrist_aligned_landmark_nll"] = config.wrist_aligned_landmark_nll_weight * landmark_nll(
-            predicted_aligned, target_aligned, outputs.log_sigma_aligned, config.landmark_nll_kind, unit,
-            targets.landmark_weight,
-        )
+        if config.wrist_aligned_landmark_weight > 0:
+            terms["wrist_aligned_landmark"] = config.wrist_aligned_landmark_weight * (
+                (predicted_aligned - target_aligned).norm(dim=-1).mean() / unit
+            )
+        if config.wrist_aligned_landmark_nll_weight > 0:
+            if outputs.log_sigma_aligned is None:
+                raise ValueError("loss.wrist_aligned_landmark_nll_weight > 0 needs a model with head.aligned_sigma")
+            terms["wrist_aligned_landmark_nll"] = config.wrist_aligned_landmark_nll_weight * landmark_nll(
+                predicted_aligned, target_aligned, outputs.log_sigma_aligned, config.landmark_nll_kind, unit,
+                targets.landmark_weight,
+            )
     if config.max_mse_weight > 0:
         terms["max_mse"] = config.max_mse_weight * max_mse(outputs.landmarks, target_landmarks, unit)
     if is_clip and outputs.landmarks.shape[1] >= 2 and config.temporal_velocity_weight > 0:
