@@ -153,17 +153,71 @@ def diagnostic_array(stamp_ns: int, statuses: list[Any]) -> Any:
                                header=convert.header_msg(stamp_ns, ""), status=statuses)
 
 
+EXECUTOR_ENV = "AVI_HT_EXECUTOR"
+EXECUTOR_CHOICES = ("events", "single")
+# how long one wait of the executor may block before the spin loop checks for shutdown
+_EVENTS_POLL_S = 0.1
+
+
+def events_executor_available() -> bool:
+    try:
+        from rclpy.experimental import EventsExecutor  # noqa: F401  (rclpy >= 9, Kilted)
+    except ImportError:
+        return False
+    return True
+
+
+def executor_kind(environ: dict | None = None) -> str:
+    """Which executor a single-threaded node spins: ``$AVI_HT_EXECUTOR`` (``events`` or
+    ``single``; for A/B runs), else rclpy's C++ events executor where this rclpy has it, else
+    the Python single-threaded one. An unknown value is a :class:`ConfigError`; asking for
+    ``events`` on an rclpy without it falls back to ``single`` (the nodes behave the same)."""
+    requested = (os.environ if environ is None else environ).get(EXECUTOR_ENV, "").strip().lower()
+    if requested and requested not in EXECUTOR_CHOICES:
+        raise ConfigError(EXECUTOR_ENV, f"{requested!r} is not one of {list(EXECUTOR_CHOICES)}")
+    if requested == "single" or not events_executor_available():
+        return "single"
+    return "events"
+
+
+def default_executor(context=None) -> Any:
+    """The executor :func:`executor_kind` names, for ``context`` (default: rclpy's)."""
+    if executor_kind() == "events":
+        from rclpy.experimental import EventsExecutor
+        return EventsExecutor(context=context)
+    from rclpy.executors import SingleThreadedExecutor
+    return SingleThreadedExecutor(context=context)
+
+
+def spin(node: Node, executor: Any) -> None:
+    """Spin ``node`` on ``executor`` until its context shuts down, in bounded waits.
+
+    Bounded because rclpy's events executor, which runs the callbacks of timers and
+    subscriptions from C++ (CPU measured with ``avi-ht bench graph``: see README), keeps the
+    GIL busy in an unbounded ``spin_once()`` (what ``rclpy.spin`` calls), and its ``spin()``
+    ran no timer in rclpy 9.1."""
+    executor.add_node(node)
+    try:
+        while executor.context.ok():
+            executor.spin_once(timeout_sec=_EVENTS_POLL_S)
+    except ExternalShutdownException:
+        pass  # the context shut down during a wait: the normal end
+    finally:
+        executor.remove_node(node)
+
+
 def run_node(make_node: Callable[[], Node], args: list[str] | None = None,
              make_executor: Callable[[], Any] | None = None) -> int:
     """``main()`` body shared by every node: init, spin, clean shutdown, clear errors.
 
-    ``make_executor`` (default: rclpy's single-threaded one) is called after ``rclpy.init``.
+    ``make_executor`` (default: :func:`default_executor`, the choice of :func:`executor_kind`) is
+    called after ``rclpy.init``.
     """
     rclpy.init(args=args)
     node = None
     try:
         node = make_node()
-        rclpy.spin(node, executor=make_executor() if make_executor is not None else None)
+        spin(node, make_executor() if make_executor is not None else default_executor())
         return 0
     except (KeyboardInterrupt, ExternalShutdownException):
         return 0
@@ -177,9 +231,9 @@ def run_node(make_node: Callable[[], Node], args: list[str] | None = None,
             node.destroy_node()
         rclpy.try_shutdown()
 
-
 __all__ = [
     "declare_parameter_sets", "SENSOR_QOS", "GLOVE_QOS", "RELIABLE_GLOVE_QOS", "RELIABLE_QOS", "RAW_IMAGE_QOS",
     "RAW_CAMERA_QOS", "RAW_GLOVE_QOS", "LATCHED_QOS", "declare_parameters", "publish_serialized", "now_ns",
-    "RateMeter", "diagnostic_status", "diagnostic_array", "run_node",
+    "RateMeter", "diagnostic_status", "diagnostic_array", "run_node", "spin", "default_executor", "executor_kind",
+    "events_executor_available", "EXECUTOR_ENV",
 ]
