@@ -31,7 +31,6 @@ import time
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.event_handler import QoSMessageLostInfo, SubscriptionEventCallbacks
-from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.signals import SignalHandlerOptions
@@ -171,16 +170,6 @@ class RecorderNode(Node):
         return 0
 
 
-def make_executor():
-    """rclpy's C++ events executor where it exists (a fraction of the per-message cost of the
-    single-threaded executor, which rebuilds its wait set for every callback), else that one."""
-    try:
-        from rclpy.experimental import EventsExecutor
-    except ImportError:
-        return SingleThreadedExecutor()
-    return EventsExecutor()
-
-
 def drain(executor, node: RecorderNode, empty_polls: int = 5) -> None:
     """Take what the middleware already holds for this process's readers: until no message
     arrived for ``drain_s`` *and* the last ``empty_polls`` polls took none, or after
@@ -205,10 +194,10 @@ def main(args=None) -> int:
     stop = threading.Event()
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
-    node = None
-    executor = make_executor()
+    node = executor = None
     code = 0
     try:
+        executor = base.default_executor()
         node = RecorderNode()
         executor.add_node(node)
         while not stop.is_set() and rclpy.ok():
@@ -222,7 +211,8 @@ def main(args=None) -> int:
             code = node.finish() or code
             executor.remove_node(node)
             node.destroy_node()
-        executor.shutdown()
+        if executor is not None:
+            executor.shutdown()
         rclpy.try_shutdown()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
