@@ -320,3 +320,21 @@ def test_scaled_model_equals_fk_scale():
     b = forward_kinematics_numpy(angles, IDENTITY, ORIGIN, scale=1.15).landmarks
     assert np.allclose(a, b)
     assert np.isclose(big.hand_length, 1.15 * MODEL.hand_length)
+
+
+def test_fk_constants_first_built_in_inference_mode_still_serve_autograd():
+    """The tracker runs FK inside torch.inference_mode(); the cached constants it builds
+    must not be inference tensors, or training later in the same process fails."""
+    import torch
+
+    model = hm.HandModel.default()
+    angles = torch.zeros(1, hm.NUM_JOINTS, dtype=torch.float64)
+    rotation = torch.eye(3, dtype=torch.float64)[None]
+    translation = torch.zeros(1, 3, dtype=torch.float64)
+    scale = torch.ones(1, dtype=torch.float64)
+    with torch.inference_mode():
+        hm.forward_kinematics_torch(angles, rotation, translation, scale, "right", model=model)
+    angles = angles.clone().requires_grad_(True)
+    landmarks = hm.forward_kinematics_torch(angles, rotation, translation, scale, "right", model=model).landmarks
+    landmarks.sum().backward()
+    assert angles.grad is not None and torch.isfinite(angles.grad).all()

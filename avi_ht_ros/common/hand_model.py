@@ -561,11 +561,16 @@ class _TorchOps:
         self.sin, self.cos = torch.sin, torch.cos
         self.broadcast_to = torch.broadcast_to
 
+    # Constants are cached across calls (``_fk_constants``), so they are created as normal
+    # tensors even inside ``torch.inference_mode()`` (the tracker's): an inference tensor
+    # in the cache would break every later FK under autograd (training) in the process.
     def constant(self, array: np.ndarray):
-        return self.torch.tensor(np.array(array), dtype=self.dtype, device=self.device)
+        with self.torch.inference_mode(False):
+            return self.torch.tensor(np.array(array), dtype=self.dtype, device=self.device)
 
     def index(self, array: np.ndarray):
-        return self.torch.as_tensor(array, dtype=self.torch.long, device=self.device)
+        with self.torch.inference_mode(False):
+            return self.torch.as_tensor(array, dtype=self.torch.long, device=self.device)
 
 
 class _FkConstants:

@@ -13,6 +13,7 @@ glove, wrist extrapolated), DEGRADED (partial window or dead sensors), LOST.
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import numpy as np
 import torch
@@ -49,8 +50,9 @@ class TrackerConfig:
         if len(self.init_center_m) != 3:
             raise ConfigError("tracker.init_center_m", "needs 3 values (x, y, z)")
 
-    @property
+    @functools.cached_property
     def crop(self) -> CropConfig:
+        # built (and validated) once: the tracker asks for it on every frame
         return CropConfig(size=self.crop_size, radius_m=self.crop_radius_m)
 
 
@@ -142,7 +144,7 @@ class HandTracker:
                 inputs.K_virtual = torch.from_numpy(self.camera.K.astype(np.float32))[None, None]
                 inputs.R_virtual_from_camera = torch.eye(3)[None, None]
             inputs.view_valid = torch.tensor([[view_valid]])
-        with torch.no_grad():
+        with torch.inference_mode():   # what `avi-ht bench model` times; ~6 % faster than no_grad
             outputs, state = self.model(inputs, state)
         return outputs, state, view_valid
 
