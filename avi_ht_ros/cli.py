@@ -21,6 +21,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("train AVI-HT or a baseline (single process or torchrun DDP)", "avi_ht_ros.tracker.train_cli"),
     "eval": ("evaluate checkpoints (AVI-HT and baselines) on the held-out benchmark or bags: report + plots",
              "avi_ht_ros.tracker.eval_cli"),
+    "pool": ("several `avi-ht eval` results (e.g. fresh seeds) per draw and pooled: MKPE by occlusion bin",
+             "avi_ht_ros.tracker.pool"),
     "reliability": ("accuracy under sensor faults: --dead-sensors-sweep (MKPE vs k = 0..N dead IMUs)",
                     "avi_ht_ros.tracker.reliability"),
     "bench": ("benchmarks: bench model (fusion vs vision-only latency), bench retarget (vs dex-retargeting), "
