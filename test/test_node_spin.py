@@ -58,3 +58,37 @@ def test_spin_runs_timers_and_subscriptions_until_shutdown(kind, monkeypatch):
         node.destroy_node()
     assert not spinner.is_alive()
     assert time.monotonic() - stopped_at < 2.0
+
+
+@pytest.mark.ros
+def test_a_node_process_on_the_default_executor_serves_parameter_services_and_stops_on_sigint(rclpy_context,
+                                                                                            tmp_path):
+    """The installed sync_node (what ``ros2 run`` starts; spun by ``run_node``) answers the
+    parameter services — a valid runtime change is applied, an out-of-range one refused — and
+    exits 0 on SIGINT."""
+    from rcl_interfaces.srv import SetParameters
+    from rclpy.parameter import Parameter
+
+    from avi_ht_ros.graph import GraphProcesses, NodeProcessSpec
+    from node_harness import Harness
+
+    spec = NodeProcessSpec("sync_node", "spin_test_sync", "right")
+    graph = GraphProcesses([spec], tmp_path).start()
+    h = Harness(rclpy_context)
+    try:
+        client = h.probe.create_client(SetParameters, "/right/spin_test_sync/set_parameters")
+        assert h.spin_until(client.service_is_ready, 60.0), "parameter service never came up"
+
+        def set_offset(value: float):
+            request = SetParameters.Request(parameters=[Parameter("sync.time_offset_s", value=value).to_parameter_msg()])
+            future = client.call_async(request)
+            assert h.spin_until(future.done, 10.0)
+            return future.result().results[0]
+
+        assert set_offset(0.02).successful
+        refused = set_offset(100.0)
+        assert not refused.successful and refused.reason
+    finally:
+        h.close()
+        codes = graph.stop()
+    assert list(codes.values()) == [0], codes
