@@ -156,7 +156,7 @@ def diagnostic_array(stamp_ns: int, statuses: list[Any]) -> Any:
 EXECUTOR_ENV = "AVI_HT_EXECUTOR"
 EXECUTOR_CHOICES = ("events", "single")
 # how long one wait of the executor may block before the spin loop checks for shutdown
-_EVENTS_POLL_S = 0.1
+_SPIN_WAIT_S = 0.1
 
 
 def events_executor_available() -> bool:
@@ -199,7 +199,7 @@ def spin(node: Node, executor: Any) -> None:
     executor.add_node(node)
     try:
         while executor.context.ok():
-            executor.spin_once(timeout_sec=_EVENTS_POLL_S)
+            executor.spin_once(timeout_sec=_SPIN_WAIT_S)
     except ExternalShutdownException:
         pass  # the context shut down during a wait: the normal end
     finally:
@@ -214,10 +214,11 @@ def run_node(make_node: Callable[[], Node], args: list[str] | None = None,
     called after ``rclpy.init``.
     """
     rclpy.init(args=args)
-    node = None
+    node = executor = None
     try:
         node = make_node()
-        spin(node, make_executor() if make_executor is not None else default_executor())
+        executor = make_executor() if make_executor is not None else default_executor()
+        spin(node, executor)
         return 0
     except (KeyboardInterrupt, ExternalShutdownException):
         return 0
@@ -227,9 +228,12 @@ def run_node(make_node: Callable[[], Node], args: list[str] | None = None,
         print(f"[{name}] error: {exc}", file=sys.stderr)
         return 2
     finally:
+        if executor is not None:
+            executor.shutdown()
         if node is not None:
             node.destroy_node()
         rclpy.try_shutdown()
+
 
 __all__ = [
     "declare_parameter_sets", "SENSOR_QOS", "GLOVE_QOS", "RELIABLE_GLOVE_QOS", "RELIABLE_QOS", "RAW_IMAGE_QOS",
