@@ -16,6 +16,7 @@ import json
 import pathlib
 
 from avi_ht_ros.common.errors import ConfigError
+from avi_ht_ros.tracker.metrics import relative_reduction
 
 
 @dataclasses.dataclass
@@ -58,7 +59,7 @@ def load_draw(path: str | pathlib.Path, method: str, reference: str, articulatio
         if missing:
             raise ConfigError(str(path), f"method {name!r} has no {missing}")
     frames = sum(int(b["frames"]) for b in bins[method].values())
-    per_bin = {label: {name: bins[name][label] for name in needed} for label in bins[method]}
+    per_bin = {label: {name: bins[name][label] for name in (method, reference)} for label in bins[method]}
     source = metrics.get("source") if isinstance(metrics.get("source"), dict) else {}
     if "first_seed" in source:      # a generated benchmark: named by its seeds
         draw_name = f"seeds {source['first_seed']}–{source.get('last_seed', source['first_seed'])}"
@@ -68,8 +69,14 @@ def load_draw(path: str | pathlib.Path, method: str, reference: str, articulatio
                                     for name, keys in needed.items()}, per_bin)
 
 
-def _reduction(value: float, reference: float) -> float:
-    return (value / reference - 1.0) * 100.0
+def _change(value: float, reference: float, key: str = "mkpe_mm") -> float:
+    """Signed change vs the reference in percent (negative = lower error): the report's
+    error reduction (:func:`relative_reduction`) with the sign of a change."""
+    return -relative_reduction({key: value}, {key: reference}, (key,))[key]
+
+
+def _bin_cell(value: float, reference: float, frames: int) -> str:
+    return f"{value:.1f} / {reference:.1f} ({_change(value, reference):+.1f} %, {frames})"
 
 
 def pool_table(draws: list[Draw], method: str, reference: str, articulation: str | None) -> str:
@@ -87,7 +94,7 @@ def pool_table(draws: list[Draw], method: str, reference: str, articulation: str
     pooled_bins = {label: {name: _Sums() for name in (method, reference)} for label in labels}
 
     def row(name, m, r, fm, fr, bin_cells, t_m=None, t_a=None):
-        cells = [name, f"{m:.2f} / {r:.2f} ({_reduction(m, r):+.1f} %)", f"{_reduction(fm, fr):+.1f} %"] + bin_cells
+        cells = [name, f"{m:.2f} / {r:.2f} ({_change(m, r):+.1f} %)", f"{_change(fm, fr, 'f_mkpe_mm'):+.1f} %"] + bin_cells
         if articulation:
             cells.append(f"{t_m:.2f} / {t_a:.2f}")
         return "| " + " | ".join(cells) + " |"
@@ -101,8 +108,7 @@ def pool_table(draws: list[Draw], method: str, reference: str, articulation: str
             frames = int(m["frames"])
             pooled_bins[label][method].add(frames, {"mkpe_mm": m["mkpe_mm"]})
             pooled_bins[label][reference].add(frames, {"mkpe_mm": r["mkpe_mm"]})
-            bin_cells.append(f"{m['mkpe_mm']:.1f} / {r['mkpe_mm']:.1f} ({_reduction(m['mkpe_mm'], r['mkpe_mm']):+.1f} %,"
-                             f" {frames})")
+            bin_cells.append(_bin_cell(m["mkpe_mm"], r["mkpe_mm"], frames))
         o = draw.overall
         lines.append(row(draw.name, o[method]["mkpe_mm"], o[reference]["mkpe_mm"], o[method]["f_mkpe_mm"],
                          o[reference]["f_mkpe_mm"], bin_cells, o[method]["mkpe_t_mm"],
@@ -110,8 +116,7 @@ def pool_table(draws: list[Draw], method: str, reference: str, articulation: str
     bin_cells = []
     for label in labels:
         m, r = pooled_bins[label][method], pooled_bins[label][reference]
-        bin_cells.append(f"{m.mean('mkpe_mm'):.1f} / {r.mean('mkpe_mm'):.1f} "
-                         f"({_reduction(m.mean('mkpe_mm'), r.mean('mkpe_mm')):+.1f} %, {m.frames})")
+        bin_cells.append(_bin_cell(m.mean("mkpe_mm"), r.mean("mkpe_mm"), m.frames))
     pm, pr = pooled_overall[method], pooled_overall[reference]
     lines.append(row(f"**pooled, {len(draws)} draws, {pm.frames} frames**", pm.mean("mkpe_mm"), pr.mean("mkpe_mm"),
                      pm.mean("f_mkpe_mm"), pr.mean("f_mkpe_mm"), bin_cells, pm.mean("mkpe_t_mm"),
