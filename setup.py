@@ -35,7 +35,7 @@ setup(
     ],
     install_requires=[
         "numpy", "scipy", "PyYAML", "torch", "rosbags", "vqf", "opencv-python-headless",
-        "pyserial", "tqdm", "matplotlib", "pin", "dex-retargeting",
+        "pyserial", "tqdm", "matplotlib", "pin", "dex-retargeting", "onnxruntime", "onnx",
     ],
     entry_points={"console_scripts": CONSOLE_SCRIPTS},
 )

@@ -46,7 +46,7 @@ if [ "$(cat "$STAMP" 2>/dev/null)" != "$WANT" ]; then
     | grep -v -e "is ignored: it is neither a file nor a directory" -e "dependency resolver does not currently" >&2 || true
   # pip's exit status is lost in the pipe above: verify the result instead.
   "$VENV/bin/python" -m pip check >/dev/null 2>&1 || "$VENV/bin/python" -m pip check >&2 || true
-  "$VENV/bin/python" -c "import torch, rosbags, vqf, scipy, yaml, cv2, serial, pinocchio" \
+  "$VENV/bin/python" -c "import torch, rosbags, vqf, scipy, yaml, cv2, serial, pinocchio, onnx, onnxruntime" \
     || { log "dependency installation failed"; exit 1; }
   if [ "$MODE" = wheels ]; then
     "$VENV/bin/python" scripts/patch_ros_wheels.py "$VENV"

@@ -191,6 +191,7 @@ def key_padding_bias(key_valid: torch.Tensor, num_heads: int, dtype: torch.dtype
     n, s = key_valid.shape
     keep = key_valid[:, :, None]
     if keep_diagonal:
-        keep = keep | torch.eye(s, dtype=torch.bool, device=key_valid.device)
+        steps = torch.arange(s, device=key_valid.device)
+        keep = keep | (steps[:, None] == steps[None, :])  # the diagonal (not torch.eye: bool EyeLike has no ONNX Runtime kernel)
     bias = torch.zeros(keep.shape, dtype=dtype, device=key_valid.device).masked_fill(~keep, float("-inf"))
     return bias.repeat_interleave(num_heads, dim=0)

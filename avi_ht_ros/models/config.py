@@ -27,6 +27,11 @@ from dataclasses import dataclass, field
 from avi_ht_ros.common.config_file import load_yaml_mapping
 from avi_ht_ros.common.errors import ConfigError
 
+INFERENCE_BACKENDS = ("auto", "torch", "onnxruntime")
+"""Runtimes of a network's per-frame inference (:mod:`avi_ht_ros.models.onnx_backend`): ``torch``
+(the reference), ``onnxruntime`` (exported at start-up, checked against PyTorch), ``auto``
+(ONNX Runtime when installed and its check passes, else PyTorch)."""
+
 MODEL_TYPES = ("avi_ht", "vision_only", "imu_only")
 """``model.type`` values understood by :func:`avi_ht_ros.models.factory.build_model`."""
 

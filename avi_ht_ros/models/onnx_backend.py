@@ -1,0 +1,299 @@
+"""ONNX Runtime inference of the hand-pose networks: the same weights, without eager PyTorch's per-op cost.
+
+The per-frame network step is a few hundred small ops; in eager PyTorch their dispatch costs
+more than their arithmetic (the shipped AVI-HT: ~7.5 ms per frame on one thread, of which
+~2.2 ms are convolutions). :class:`OnnxFrameModel` exports the step of a loaded
+:class:`~avi_ht_ros.models.interface.HandPoseModel` to ONNX in memory at start-up
+(``torch.onnx.export``, no file, nothing downloaded) and runs it with ONNX Runtime on the CPU
+(``avi-ht bench model`` times both backends side by side). It is a drop-in for the model
+where the tracker calls it: ``outputs, state = model(inputs, state)`` for one frame
+(batch 1). Training, batches and clips stay with the PyTorch model.
+
+One network, several graphs. The eager code takes shortcuts that depend on the data (the
+IMU encoder and the fusion skip every mask when all samples and sensors are live), and the
+hand side selects the forward kinematics. The export records one path, so each (side,
+IMU-window kind) gets its own graph: ``live`` (every sample finite and valid — the common
+case, the shortcut) and ``masked`` (the general path with masks, for dead or stale sensors,
+glove gaps, non-finite samples). Which graph runs is decided per frame with the eager code's
+own condition. The recurrent state is always an input (zeros start a track, as ``None`` does
+in eager mode).
+
+Every graph is checked against the eager model when it is built (:data:`PARITY_TOLERANCE`
+on every output, on probe frames with and without the shortcut's conditions: live window,
+dead sensors, a non-finite sample, no window, hand out of view, a carried state); a graph
+that does not reproduce the eager model is never used: :class:`BackendError`, and
+:func:`inference_model` with ``backend="auto"`` falls back to PyTorch and says why.
+"""
+from __future__ import annotations
+
+import dataclasses
+import io
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from avi_ht_ros.common.errors import AviHtError
+from avi_ht_ros.models.config import INFERENCE_BACKENDS
+from avi_ht_ros.models.interface import HandPoseModel, ModelInputs, ModelOutputs
+
+PARITY_TOLERANCE = 1e-4
+"""Largest |ONNX − eager| accepted on any output at build time (m for landmarks: 0.1 mm)."""
+
+_OPSET = 17
+# output names = the ModelOutputs fields a model produces (then "new_state", the recurrent state
+# after the frame); log_sigma_aligned is a training signal, not exported
+_OUTPUTS = ("landmarks", "joint_angles", "wrist_rotation", "wrist_translation", "log_sigma",
+            "imu_attention", "vision_weight", "level1_attention", "sensor_valid")
+_INPUTS = ("hand_scale", "crops", "K_virtual", "R_virtual_from_camera", "view_valid", "imu_features", "imu_valid",
+           "state")
+
+
+class BackendError(AviHtError):
+    """The ONNX Runtime backend cannot run this model (not installed, export failed, or parity check failed)."""
+
+
+def onnxruntime_available() -> bool:
+    try:
+        import onnx  # noqa: F401  (torch.onnx.export needs it)
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+class _FrameStep(nn.Module):
+    """The eager per-frame step with tensors only (what is exported): every input present, the
+    state explicit, a fixed side."""
+
+    def __init__(self, model: HandPoseModel, side: str, outputs: tuple[str, ...]):
+        super().__init__()
+        self.model = model
+        self.side = side
+        self.outputs = outputs
+
+    def forward(self, hand_scale, crops, K_virtual, R_virtual_from_camera, view_valid, imu_features, imu_valid, state):
+        inputs = ModelInputs(hand_scale=hand_scale, side=self.side, crops=crops, K_virtual=K_virtual,
+                             R_virtual_from_camera=R_virtual_from_camera, view_valid=view_valid,
+                             imu_features=imu_features, imu_valid=imu_valid)
+        outputs, new_state = self.model(inputs, state)
+        values = tuple(getattr(outputs, name) for name in self.outputs)
+        return values + ((new_state,) if new_state is not None else ())
+
+
+def window_is_live(imu_features: torch.Tensor | None, imu_valid: torch.Tensor | None) -> bool:
+    """The IMU encoder's shortcut condition: every sample finite and marked valid."""
+    if imu_features is None:
+        return True
+    return bool(torch.isfinite(imu_features).all()) and (imu_valid is None or bool(imu_valid.all()))
+
+
+@dataclass(frozen=True)
+class _Graph:
+    session: object          # onnxruntime.InferenceSession
+    input_names: tuple[str, ...]
+    output_names: tuple[str, ...]
+
+
+class OnnxFrameModel:
+    """A :class:`HandPoseModel`'s per-frame inference on ONNX Runtime (batch 1); see the module doc.
+
+    ``side`` graphs are built on first use, or ahead with :meth:`prepare` (a node does it at
+    start-up, ~2 s per graph, so the first frame does not wait).
+    """
+
+    def __init__(self, model: HandPoseModel, num_threads: int = 1):
+        if not onnxruntime_available():
+            raise BackendError("onnxruntime and onnx are not installed (pip install onnxruntime onnx)")
+        self.model = model.eval()
+        self.config = model.config
+        self.root_relative = model.root_relative
+        self.hand_model = model.hand_model
+        self.num_threads = int(num_threads)
+        self._graphs: dict[tuple[str, str], _Graph] = {}
+        self._window_shape = ((model.imu_encoder.window_length, model.imu_encoder.num_features)
+                              if self.config.uses_imu else None)
+
+    # -- the drop-in interface ---------------------------------------------------------------
+    def eval(self) -> "OnnxFrameModel":
+        return self
+
+    def parameters(self):
+        return self.model.parameters()
+
+    def initial_state(self) -> torch.Tensor | None:
+        return self.model.vision_encoder.initial_state(1) if self.config.uses_vision else None
+
+    def __call__(self, inputs: ModelInputs, state: torch.Tensor | None = None) -> tuple[ModelOutputs, torch.Tensor | None]:
+        if inputs.batch_size != 1:
+            raise ValueError(f"the ONNX Runtime backend runs one frame (batch 1), got batch {inputs.batch_size}")
+        side = inputs.side
+        if not isinstance(side, str):
+            raise ValueError("the ONNX Runtime backend takes the side as 'left'/'right'")
+        kind = "live" if window_is_live(inputs.imu_features, inputs.imu_valid) else "masked"
+        graph = self._graph(side, kind)
+        feed = self._feed(inputs, state, graph.input_names)
+        values = graph.session.run(list(graph.output_names), feed)
+        return self._outputs(graph.output_names, values)
+
+    def prepare(self, side: str) -> "OnnxFrameModel":
+        """Build (export, load, check) every graph of ``side`` now."""
+        for kind in (("live", "masked") if self.config.uses_imu else ("live",)):
+            self._graph(side, kind)
+        return self
+
+    # -- graphs ------------------------------------------------------------------------------
+    def _graph(self, side: str, kind: str) -> _Graph:
+        key = (side, kind)
+        if key not in self._graphs:
+            graph = self._build(side, kind)
+            self._check(graph, side, kind)
+            self._graphs[key] = graph
+        return self._graphs[key]
+
+    def _build(self, side: str, kind: str) -> _Graph:
+        import onnxruntime
+
+        # the masked graph is recorded on a frame with dead sensors: the general path everywhere
+        example = dataclasses.replace(self._probe_inputs(kind, np.random.default_rng(0))[1 if kind == "masked" else 0],
+                                      side=side)
+        args = tuple(self._full_inputs(example, self.initial_state()))
+        with torch.inference_mode():
+            produced = self.model(example, None)[0]
+        step = _FrameStep(self.model, side, tuple(name for name in _OUTPUTS
+                                                  if getattr(produced, name) is not None)).eval()
+        output_names = step.outputs + (("new_state",) if self.config.uses_vision else ())
+        buffer = io.BytesIO()
+        try:
+            with torch.no_grad(), warnings.catch_warnings():
+                # the exporter narrates every Python-side branch and tensor-to-int it records;
+                # the parity check below is what decides whether the graph is right
+                warnings.simplefilter("ignore")
+                torch.onnx.export(step, args, buffer, output_names=list(output_names),
+                                  input_names=[name for name, value in zip(_INPUTS, args) if value is not None],
+                                  opset_version=_OPSET, dynamo=False, do_constant_folding=True)
+        except Exception as exc:  # noqa: BLE001 - any exporter failure means: this backend cannot run the model
+            raise BackendError(f"ONNX export of the {self.config.type} model ({side}, {kind}) failed: "
+                               f"{type(exc).__name__}: {exc}") from exc
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = self.num_threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # worker threads sleep when idle instead of spinning (the nodes share a few cores)
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.log_severity_level = 3
+        try:
+            session = onnxruntime.InferenceSession(buffer.getvalue(), options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # noqa: BLE001 - e.g. an op without a CPU kernel
+            raise BackendError(f"ONNX Runtime cannot load the {self.config.type} model's graph ({side}, {kind}): "
+                               f"{type(exc).__name__}: {exc}") from exc
+        return _Graph(session, tuple(i.name for i in session.get_inputs()), output_names)
+
+    def _check(self, graph: _Graph, side: str, kind: str) -> None:
+        """Compare the graph with the eager model on the probe frames of ``kind``."""
+        state = None
+        worst = (0.0, "")
+        for index, inputs in enumerate(self._probe_inputs(kind, np.random.default_rng(1))):
+            inputs = dataclasses.replace(inputs, side=side)
+            with torch.inference_mode():
+                expected, expected_state = self.model(inputs, state)
+            feed = self._feed(inputs, state, graph.input_names)
+            got = dict(zip(graph.output_names, graph.session.run(list(graph.output_names), feed)))
+            for name in graph.output_names:
+                reference = expected_state if name == "new_state" else getattr(expected, name)
+                error = (float(np.max(np.abs(got[name].astype(np.float64) - reference.numpy().astype(np.float64))))
+                         if reference.numel() else 0.0)
+                if not np.isfinite(error) or error > worst[0]:
+                    worst = (error if np.isfinite(error) else float("inf"), f"{name} on probe frame {index}")
+            state = expected_state
+        if not worst[0] <= PARITY_TOLERANCE:
+            raise BackendError(f"the ONNX graph of the {self.config.type} model ({side}, {kind} IMU window) differs "
+                               f"from the PyTorch model by {worst[0]:.3g} (> {PARITY_TOLERANCE:g}) in {worst[1]}")
+
+    def _probe_inputs(self, kind: str, rng: np.random.Generator) -> list[ModelInputs]:
+        """Frames exercising ``kind``'s graph: a plausible crop camera, random crops and windows;
+        ``masked``: dead sensors, a non-finite sample, a window with nothing valid, the hand out of view."""
+        from avi_ht_ros.models.bench import synthetic_frame_inputs
+
+        frames = []
+        for index in range(4):
+            inputs = synthetic_frame_inputs(self.model, seed=int(rng.integers(1 << 31)))
+            inputs.hand_scale = torch.tensor([0.9 + 0.2 * float(rng.random())])
+            if self.config.uses_vision:
+                inputs.view_valid = torch.tensor([[index != 3]])
+            if self.config.uses_imu and kind == "masked":
+                t, f = self._window_shape
+                valid = torch.from_numpy(rng.random((1, t, f)) > (0.3, 0.0, 1.0, 0.05)[index])
+                if index == 1:  # a third of the sensors dead (every row of theirs), one non-finite sample
+                    assignment = self.model.imu_encoder.sensor_assignment
+                    valid[..., assignment[: max(1, assignment.shape[0] // 3)].any(dim=0)] = False
+                    inputs.imu_features[0, 5, f - 1, 1] = float("nan")
+                inputs.imu_valid = valid
+            frames.append(inputs)
+        return frames
+
+    # -- conversion --------------------------------------------------------------------------
+    def _full_inputs(self, inputs: ModelInputs, state: torch.Tensor | None) -> list[torch.Tensor | None]:
+        values = {name: getattr(inputs, name) for name in _INPUTS[:-1]}
+        if self.config.uses_vision:
+            if values["view_valid"] is None:
+                values["view_valid"] = torch.ones(1, inputs.crops.shape[1], dtype=torch.bool)
+            values["state"] = self.initial_state() if state is None else state
+        else:
+            values["state"] = None
+        if self.config.uses_imu and values["imu_valid"] is None:
+            values["imu_valid"] = torch.ones(values["imu_features"].shape[:-1], dtype=torch.bool)
+        return [values[name] for name in _INPUTS]
+
+    def _feed(self, inputs: ModelInputs, state: torch.Tensor | None, names: tuple[str, ...]) -> dict[str, np.ndarray]:
+        values = dict(zip(_INPUTS, self._full_inputs(inputs, state)))
+        if self._window_shape is not None and tuple(values["imu_features"].shape[1:3]) != self._window_shape:
+            raise ValueError(f"IMU window must be [1, {self._window_shape[0]}, {self._window_shape[1]}, 3], "
+                             f"got {tuple(values['imu_features'].shape)}")
+        if self.config.uses_vision:
+            size = self.config.vision_encoder.crop_size
+            views = self.config.vision_encoder.num_views
+            if tuple(values["crops"].shape) != (1, views, size, size):
+                raise ValueError(f"crops must be [1, {views}, {size}, {size}], got {tuple(values['crops'].shape)}")
+        feed = {}
+        for name in names:
+            value = values[name]
+            dtype = np.bool_ if name in ("view_valid", "imu_valid") else np.float32
+            feed[name] = np.ascontiguousarray(value.detach().numpy() if isinstance(value, torch.Tensor) else value,
+                                              dtype=dtype)
+        return feed
+
+    def _outputs(self, names: tuple[str, ...], values: list[np.ndarray]) -> tuple[ModelOutputs, torch.Tensor | None]:
+        got = {name: torch.from_numpy(value) for name, value in zip(names, values)}
+        state = got.pop("new_state", None)
+        outputs = ModelOutputs(root_relative=self.root_relative, **got)
+        return outputs, state
+
+
+def inference_model(model: HandPoseModel, backend: str = "auto", num_threads: int = 1,
+                    sides: tuple[str, ...] = ()) -> tuple[HandPoseModel | OnnxFrameModel, str]:
+    """``model`` wrapped for per-frame inference on ``backend`` (:data:`~avi_ht_ros.models.config.INFERENCE_BACKENDS`); graphs of
+    ``sides`` are built now. Returns ``(model, note)``: the note says which backend runs and,
+    when ``auto`` fell back to PyTorch, why."""
+    if backend not in INFERENCE_BACKENDS:
+        raise ValueError(f"inference backend must be one of {INFERENCE_BACKENDS}, got {backend!r}")
+    if backend == "torch":
+        return model.eval(), "PyTorch"
+    try:
+        wrapped = OnnxFrameModel(model, num_threads=num_threads)
+        for side in sides:
+            wrapped.prepare(side)
+    except BackendError as exc:
+        if backend == "onnxruntime":
+            raise
+        return model.eval(), f"PyTorch (ONNX Runtime not used: {exc})"
+    import onnxruntime
+
+    return wrapped, f"ONNX Runtime {onnxruntime.__version__}"
+
+
+__all__ = ["PARITY_TOLERANCE", "BackendError", "OnnxFrameModel", "inference_model",
+           "onnxruntime_available", "window_is_live"]
