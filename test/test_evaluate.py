@@ -347,9 +347,21 @@ def test_eval_and_bench_commands(tmp_path, glove, capsys):
                                                              "validation_sequences": ["seq_100000/left"]}}) \
         == {3, 12, 100000}
 
+    # the same evaluation with the networks on ONNX Runtime: the same figures, and the report says so
+    code = cli.main(["eval", f"fused={paths['avi_ht']}", f"vision={paths['vision_only']}", "--benchmark",
+                     str(benchmark), "--out", str(tmp_path / "report_ort"), "--no-ekf", "--no-progress", "--jobs", "1",
+                     "--backend", "onnxruntime"])
+    capsys.readouterr()
+    assert code == 0
+    onnx = json.loads((tmp_path / "report_ort" / "metrics.json").read_text())
+    for name in ("fused", "vision"):
+        assert onnx["overall"][name]["mkpe_mm"] == pytest.approx(data["overall"][name]["mkpe_mm"], rel=0.02)
+    assert "networks on ONNX Runtime" in (tmp_path / "report_ort" / "report.md").read_text()
+
     code = cli.main(["bench", "model", "--iterations", "3", "--warmup", "1"])
     printed = capsys.readouterr().out
-    assert code == 0 and "fusion / vision-only: p50" in printed and "avi_ht" in printed
+    assert code == 0 and "fusion / vision-only (torch): p50" in printed and "avi_ht" in printed
+    assert "fusion / vision-only (onnxruntime): p50" in printed and "avi_ht: ONNX Runtime / PyTorch p50" in printed
     # a checkpoint is timed with its own stored architecture; the default is the shipped one's
     from avi_ht_ros.tracker.bench_cli import architecture_to_time
     assert architecture_to_time(str(paths["avi_ht"]), "avi_ht") == tiny_config("avi_ht")
@@ -358,4 +370,4 @@ def test_eval_and_bench_commands(tmp_path, glove, capsys):
     assert architecture_to_time("model_vision_only.yaml", "vision_only").type == "vision_only"
     code = cli.main(["bench", "model", "--iterations", "3", "--warmup", "1", "--fusion-config", str(paths["avi_ht"]),
                      "--vision-config", str(paths["vision_only"])])
-    assert code == 0 and "fusion / vision-only: p50" in capsys.readouterr().out
+    assert code == 0 and "fusion / vision-only (torch): p50" in capsys.readouterr().out

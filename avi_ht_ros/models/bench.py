@@ -18,6 +18,7 @@ import torch
 from avi_ht_ros.models.config import ModelConfig, load_experiment_config
 from avi_ht_ros.models.factory import build_model
 from avi_ht_ros.models.interface import HandPoseModel, ModelInputs
+from avi_ht_ros.models.onnx_backend import OnnxFrameModel
 
 
 @dataclass(frozen=True)
@@ -67,7 +68,7 @@ def measure_latencies(
     torch.set_num_threads(num_threads)
     try:
         names = list(models)
-        inputs = {name: synthetic_frame_inputs(models[name]) for name in names}
+        inputs = {name: synthetic_frame_inputs(_eager(models[name])) for name in names}
         states = {name: None for name in names}
         samples = {name: [] for name in names}
         cpu_samples = {name: [] for name in names}
@@ -103,16 +104,25 @@ def measure_latencies(
     return results
 
 
+def _eager(model: HandPoseModel | OnnxFrameModel) -> HandPoseModel:
+    return model.model if isinstance(model, OnnxFrameModel) else model
+
+
+def timed_name(name: str, backend: str) -> str:
+    """Row name of ``name`` run on ``backend`` (PyTorch rows keep the plain name)."""
+    return name if backend == "torch" else f"{name}@{backend}"
+
+
 def format_latency_table(results: dict[str, LatencyResult], reference: str | None = "vision_only") -> str:
     """Plain-text table; with ``reference`` present, adds each model's p50/p99 ratio to it."""
-    header = (f"{'model':<14}{'params':>10}{'p50 ms':>9}{'p99 ms':>9}{'mean ms':>9}{'max ms':>9}"
+    header = (f"{'model':<24}{'params':>10}{'p50 ms':>9}{'p99 ms':>9}{'mean ms':>9}{'max ms':>9}"
               f"{'cpu p50':>9}{'cpu p99':>9}")
     with_ratio = reference in results
     if with_ratio:
         header += f"{'p50 ratio':>11}{'p99 ratio':>11}"
     lines = [header, "-" * len(header)]
     for r in results.values():
-        line = (f"{r.name:<14}{r.parameters:>10,}{r.p50_ms:>9.3f}{r.p99_ms:>9.3f}{r.mean_ms:>9.3f}{r.max_ms:>9.3f}"
+        line = (f"{r.name:<24}{r.parameters:>10,}{r.p50_ms:>9.3f}{r.p99_ms:>9.3f}{r.mean_ms:>9.3f}{r.max_ms:>9.3f}"
                 f"{r.cpu_p50_ms:>9.3f}{r.cpu_p99_ms:>9.3f}")
         if with_ratio:
             ref = results[reference]
@@ -128,20 +138,30 @@ def benchmark_models(
     num_threads: int = 1,
     seed: int = 0,
     print_table: bool = True,
+    backends: tuple[str, ...] = ("torch",),
 ) -> dict[str, LatencyResult]:
     """Build the models (default: the shipped ``config/model_{avi_ht,vision_only,imu_only}.yaml``),
-    time them, print a table.
+    time them on every backend of ``backends`` ("torch", "onnxruntime": the same weights, all
+    interleaved), print a table per backend.
 
-    Returns ``{name: LatencyResult}``; the fused/vision-only ratio is
-    ``results["avi_ht"].p50_ms / results["vision_only"].p50_ms``.
+    Returns ``{timed_name(name, backend): LatencyResult}``; the fused/vision-only ratio on PyTorch
+    is ``results["avi_ht"].p50_ms / results["vision_only"].p50_ms``.
     """
     if configs is None:
         configs = {name: load_experiment_config(f"model_{name}.yaml").model
                    for name in ("avi_ht", "vision_only", "imu_only")}
     torch.manual_seed(seed)
     models = {name: build_model(config) for name, config in configs.items()}
-    results = measure_latencies(models, iterations=iterations, warmup=warmup, num_threads=num_threads)
+    timed: dict[str, HandPoseModel | OnnxFrameModel] = {}
+    for backend in backends:
+        for name, model in models.items():
+            timed[timed_name(name, backend)] = (
+                model if backend == "torch" else OnnxFrameModel(model, num_threads=num_threads).prepare("right"))
+    results = measure_latencies(timed, iterations=iterations, warmup=warmup, num_threads=num_threads)
     if print_table:
         print(f"per-frame latency, batch 1, {num_threads} thread(s), {iterations} frames after {warmup} warm-up")
-        print(format_latency_table(results))
+        for backend in backends:
+            rows = {timed_name(name, backend): results[timed_name(name, backend)] for name in models}
+            print(f"\n{backend}:")
+            print(format_latency_table(rows, reference=timed_name("vision_only", backend)))
     return results

@@ -33,6 +33,8 @@ from avi_ht_ros.common.params import param
 from avi_ht_ros.common.paths import config_path, share_path
 from avi_ht_ros.io import convert, hand_viz
 from avi_ht_ros.models.checkpoint import load_checkpoint
+from avi_ht_ros.models.config import INFERENCE_BACKENDS
+from avi_ht_ros.models.onnx_backend import inference_model
 from avi_ht_ros.msg import HandPose, SyncedFrame
 from avi_ht_ros.nodes import base
 from avi_ht_ros.nodes.tf_publisher import TfPublisher
@@ -52,7 +54,10 @@ class FusionNodeParams:
     glove_config: str = param("glove_12imu.yaml", "glove description (config/ name or path)")
     hand_scale: float = param(1.0, "user's hand size relative to the reference hand (bone lengths)",
                               range=(0.7, 1.3))
-    torch_threads: int = param(1, "CPU threads for inference", range=(1, 64))
+    torch_threads: int = param(1, "CPU threads for inference (PyTorch or ONNX Runtime)", range=(1, 64))
+    inference_backend: str = param("auto", "runtime of the network: onnxruntime (the model exported at start-up, "
+                                           "checked against PyTorch), torch, or auto (onnxruntime when installed "
+                                           "and its check passes, else torch)", choices=INFERENCE_BACKENDS)
     smoothing: bool = param(True, "One-Euro smoothing of the published landmarks and joint angles")
     publish_tf: bool = param(True, "publish TF of the wrist and every bone")
     publish_markers: bool = param(True, "publish RViz markers (skeleton, sigma, IMU attention), built only while "
@@ -76,7 +81,8 @@ class FusionNode(Node):
         self._camera_info_key = None
         self.landmark_filter = OneEuroFilter(smoothing_config)
         self.angle_filter = OneEuroFilter(smoothing_config)
-        self.model = loaded.model
+        self.model, self.backend = inference_model(loaded.model, self.params.inference_backend,
+                                                   num_threads=self.params.torch_threads, sides=(self.params.side,))
         self.side = self.params.side
         self.frames = 0
         self.dropped = 0
@@ -99,7 +105,8 @@ class FusionNode(Node):
         self.tf.send_static(hand_viz.imu_mount_transforms(self.glove, self.side, self.params.hand_scale))
         self.create_subscription(SyncedFrame, topics.SYNCED_FRAME, self.on_synced_frame, LATEST_FRAME_QOS, raw=True)
         self.create_timer(1.0, self.publish_diagnostics)
-        self.get_logger().info(f"{self.model_type} model {model_path} tracking the {self.side} hand")
+        self.get_logger().info(f"{self.model_type} model {model_path} tracking the {self.side} hand "
+                               f"(inference: {self.backend})")
 
     def _tracker_for(self, info) -> HandTracker:
         key = (int(info.width), int(info.height), tuple(np.asarray(info.k).tolist()), tuple(np.asarray(info.d).tolist()))
@@ -176,7 +183,7 @@ class FusionNode(Node):
         inference = np.array(self.inference_ms) if self.inference_ms else np.zeros(1)
         names = {HandPose.TRACKING_LOST: "lost", HandPose.TRACKING_OK: "ok", HandPose.TRACKING_VISION_ONLY:
                  "vision_only", HandPose.TRACKING_IMU_ONLY: "imu_only", HandPose.TRACKING_DEGRADED: "degraded"}
-        values = {"model": self.model_type, "frames": self.frames, "rate_hz": f"{self.rate.rate():.1f}",
+        values = {"model": self.model_type, "inference_backend": self.backend.split(" (")[0], "frames": self.frames, "rate_hz": f"{self.rate.rate():.1f}",
                   "dropped_frames": self.dropped, "rejected_frames": self.rejected,
                   "latency_ms_p50": f"{np.percentile(latency, 50):.2f}",
                   "latency_ms_p99": f"{np.percentile(latency, 99):.2f}",

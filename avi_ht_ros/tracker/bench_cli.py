@@ -42,6 +42,9 @@ def _model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--warmup", type=int, default=50, help="untimed frames per model first")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (live tracker: 1)")
     parser.add_argument("--seed", type=int, default=0, help="weight initialisation seed")
+    parser.add_argument("--backend", choices=("both", "torch", "onnxruntime"), default="both",
+                        help="inference backends to time, interleaved (both: PyTorch and ONNX Runtime, "
+                             "or PyTorch alone where ONNX Runtime is not installed)")
 
 
 def architecture_to_time(source: str, shipped_name: str):
@@ -71,12 +74,26 @@ def _run_model(args: argparse.Namespace) -> int:
     for name, expected in (("avi_ht", "avi_ht"), ("vision_only", "vision_only"), ("imu_only", "imu_only")):
         if name in configs and configs[name].type != expected:
             raise ConfigError(name, f"config has model.type {configs[name].type!r}, expected {expected!r}")
+    from avi_ht_ros.models.bench import timed_name
+    from avi_ht_ros.models.onnx_backend import onnxruntime_available
+
+    if args.backend == "both":
+        backends = ("torch", "onnxruntime") if onnxruntime_available() else ("torch",)
+    else:
+        backends = (args.backend,)
     results = benchmark_models(configs, iterations=args.iterations, warmup=args.warmup, num_threads=args.threads,
-                               seed=args.seed, print_table=True)
-    fused, vision = results["avi_ht"], results["vision_only"]
-    print(f"\nfusion / vision-only: p50 {fused.p50_ms / vision.p50_ms:.3f}x "
-          f"({fused.p50_ms:.3f} / {vision.p50_ms:.3f} ms), p99 {fused.p99_ms / vision.p99_ms:.3f}x "
-          f"({fused.p99_ms:.3f} / {vision.p99_ms:.3f} ms)")
+                               seed=args.seed, print_table=True, backends=backends)
+    print()
+    for backend in backends:
+        fused, vision = results[timed_name("avi_ht", backend)], results[timed_name("vision_only", backend)]
+        print(f"fusion / vision-only ({backend}): p50 {fused.p50_ms / vision.p50_ms:.3f}x "
+              f"({fused.p50_ms:.3f} / {vision.p50_ms:.3f} ms), p99 {fused.p99_ms / vision.p99_ms:.3f}x "
+              f"({fused.p99_ms:.3f} / {vision.p99_ms:.3f} ms)")
+    if len(backends) == 2:
+        for name in configs:
+            eager, onnx = results[name], results[timed_name(name, "onnxruntime")]
+            print(f"{name}: ONNX Runtime / PyTorch p50 {onnx.p50_ms / eager.p50_ms:.3f}x, "
+                  f"p99 {onnx.p99_ms / eager.p99_ms:.3f}x")
     return 0
 
 

@@ -21,6 +21,7 @@ import re
 import sys
 
 from avi_ht_ros.common.errors import ConfigError
+from avi_ht_ros.models.config import INFERENCE_BACKENDS
 
 _SIDES = {"right": ("right",), "left": ("left",), "both": ("left", "right")}
 
@@ -81,7 +82,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--truth-crops", action="store_true",
                      help="also run every vision model with crops centred on the true hand (NAME@truth_crop): "
                           "what the tracker's own crop placement costs")
-    run.add_argument("--threads", type=int, default=1, help="torch CPU threads (live tracker: 1)")
+    run.add_argument("--threads", type=int, default=1, help="CPU threads of the networks (live tracker: 1)")
+    run.add_argument("--backend", choices=INFERENCE_BACKENDS, default="torch",
+                     help="runtime of the networks: torch (the reference), onnxruntime (~2x faster, the nodes' "
+                          "default; each network checked against PyTorch when it is exported), auto")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -146,7 +150,7 @@ def run(args: argparse.Namespace) -> int:
         loaded = load_checkpoint(path)
         models.append(E.EvalModel(name, loaded.model, str(path), dict(loaded.metadata)))
     options = E.EvalOptions(ekf=not args.no_ekf, reference=args.reference, threads=args.threads,
-                            truth_crops=args.truth_crops,
+                            truth_crops=args.truth_crops, backend=args.backend,
                             progress=not args.no_progress)
     sweeps = ("noise", "shift", "ablation") if "all" in args.sensitivity else tuple(dict.fromkeys(args.sensitivity))
     if args.threads < 1 or args.jobs < 0:
