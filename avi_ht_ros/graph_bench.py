@@ -31,6 +31,7 @@ import numpy as np
 
 from avi_ht_ros.common import topics
 from avi_ht_ros.common.errors import ConfigError
+from avi_ht_ros.models.config import INFERENCE_BACKENDS
 from avi_ht_ros.live_stats import (STAGES, ProcessSampler, format_table, latency_stats, load_average,
                                    stage_latencies)
 
@@ -45,6 +46,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scenario", default=None, metavar="BAG", help="an `avi-ht simulate` bag to replay "
                         "(default: a cached 10 s medium-occlusion scenario, seed 5001)")
     parser.add_argument("--side", choices=topics.SIDES, default="right", help="gloved hand (default right)")
+    parser.add_argument("--inference-backend", choices=INFERENCE_BACKENDS, default="auto",
+                        help="fusion_node's inference_backend (default auto, the node's default; torch for an A/B)")
     parser.add_argument("--glove-latency", type=float, default=0.0,
                         help="simulated glove data age, s (adds to the latency by construction; default 0)")
     parser.add_argument("--startup-timeout", type=float, default=240.0, help="longest wait for the first poses, s")
@@ -86,6 +89,7 @@ def run(args: argparse.Namespace) -> int:
     logs = pathlib.Path(tempfile.mkdtemp(prefix="avi_ht_bench_graph_"))
     probe = GraphProbe(args.side, timing=True)
     fusion = {"hand_scale": round(scenario.hand_scales[args.side], 4)} if args.side in scenario.hand_scales else {}
+    fusion["inference_backend"] = args.inference_backend
     graph = GraphProcesses(sim_graph(bag, args.side, model_path=model, glove_latency_s=args.glove_latency,
                                      extra={"fusion_node": fusion}), logs, env)
 
@@ -175,7 +179,8 @@ def run(args: argparse.Namespace) -> int:
                    "fusion_skipped_stale": _delta(fusion_end, fusion_start, "dropped_frames"),
                    "poses_of_received_camera_frames": len(camera_stamps & set(poses))},
         "fusion_node_reported": {k: (fusion_end or {}).get(k) for k in ("latency_ms_p50", "latency_ms_p99",
-                                                                          "inference_ms_p50", "inference_ms_p99")},
+                                                                          "inference_ms_p50", "inference_ms_p99",
+                                                                          "inference_backend")},
         "processes": {name: {"cpu_percent": u.cpu_percent, "rss_mb": u.rss_mb, "peak_rss_mb": u.peak_rss_mb}
                       for name, u in usage.items()},
         "exit_codes": codes,
@@ -218,7 +223,8 @@ def format_result(result: dict) -> str:
     lines += [format_table(["latency (ms)", "n", "p50", "p90", "p99", "max"], rows), ""]
     reported = result["fusion_node_reported"]
     lines += [f"fusion_node itself: latency p50 {_f(reported['latency_ms_p50'])} / p99 {_f(reported['latency_ms_p99'])}"
-              f" ms, inference p50 {_f(reported['inference_ms_p50'])} / p99 {_f(reported['inference_ms_p99'])} ms", ""]
+              f" ms, inference p50 {_f(reported['inference_ms_p50'])} / p99 {_f(reported['inference_ms_p99'])} ms"
+              f" ({reported.get('inference_backend') or 'backend not reported'})", ""]
     pose_share = rates["poses"] / rates["camera"] if rates["camera"] else float("nan")
     lines += [f"rates (Hz): camera {_f(rates['camera'], '{:.1f}')}, glove {_f(rates['glove'], '{:.1f}')}, "
               f"synced frames {_f(rates['synced_frames'], '{:.1f}')}, poses {_f(rates['poses'], '{:.1f}')} "

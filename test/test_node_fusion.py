@@ -79,6 +79,9 @@ def test_fusion_node_publishes_pose_joints_tf_markers(rclpy_context, checkpoint)
         children = {t.child_frame_id for m in tfs for t in convert.deserialize(m, convert.TF_MESSAGE).transforms}
         assert {"right_wrist", "right_palm", "right_index_distal", "right_thumb_distal"} <= children
         assert node.dropped == 0 and node.frames == 12 and node.marker_arrays == 12
+        # the default inference_backend (auto) runs the network on ONNX Runtime where it is installed
+        from avi_ht_ros.models.onnx_backend import OnnxFrameModel, onnxruntime_available
+        assert isinstance(node.model, OnnxFrameModel) == onnxruntime_available(), node.backend
         # nobody subscribed to the markers: poses go on, no marker is built
         h.probe.destroy_subscription(next(s for s in h.probe.subscriptions if s.topic_name == "/right/hand_markers"))
         assert h.spin_until(lambda: node.marker_pub.get_subscription_count() == 0, timeout=5.0)

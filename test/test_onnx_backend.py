@@ -14,13 +14,13 @@ from avi_ht_ros.models.bench import synthetic_frame_inputs
 from avi_ht_ros.models.checkpoint import load_checkpoint
 from avi_ht_ros.models.config import ModelConfig
 from avi_ht_ros.models.factory import build_model
-from avi_ht_ros.models.vision_encoder import normalized_crop_to_ray
+from avi_ht_ros.models.vision_encoder import normalized_crop_to_ray, pinhole_inverse
 from avi_ht_ros.tracker.tracker import HandTracker, TrackerConfig
 
 pytestmark = pytest.mark.skipif(not B.onnxruntime_available(), reason="onnxruntime/onnx not installed")
 
 
-def test_closed_form_crop_ray_matrix_is_the_solve_it_replaces():
+def test_the_exported_closed_form_crop_ray_matrix_equals_the_eager_solve():
     rng = np.random.default_rng(0)
     K = torch.zeros(5, 2, 3, 3, dtype=torch.float64)
     K[..., 0, 0] = torch.from_numpy(rng.uniform(40, 400, (5, 2)))
@@ -31,8 +31,9 @@ def test_closed_form_crop_ray_matrix_is_the_solve_it_replaces():
     K[..., 2, 2] = 1.0
     half = 48.0
     S = K.new_tensor([[half, 0.0, half - 0.5], [0.0, half, half - 0.5], [0.0, 0.0, 1.0]])
+    torch.testing.assert_close(pinhole_inverse(K) @ S, normalized_crop_to_ray(K, 96), rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(normalized_crop_to_ray(K, 96), torch.linalg.solve(K, S.expand(5, 2, 3, 3)),
-                               rtol=1e-12, atol=1e-12)
+                               rtol=0.0, atol=0.0)  # eager: the solve itself
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +46,7 @@ def shipped():
 def _frames(model, rng):
     """Live windows, dead sensors, a NaN sample, no valid sample, hand out of view: every graph kind."""
     frames = []
-    for index in range(8):
+    for index in range(9):
         inputs = synthetic_frame_inputs(model, seed=100 + index)
         inputs.hand_scale = torch.tensor([1.07])
         if model.config.uses_vision:
@@ -61,6 +62,8 @@ def _frames(model, rng):
                 inputs.imu_valid = torch.from_numpy(rng.random((1, t, f)) > 0.5)
             if index == 7:
                 inputs.imu_valid[:] = False
+            if index == 8:  # no window at all (glove absent)
+                inputs.imu_features = inputs.imu_valid = None
         frames.append(inputs)
     return frames
 

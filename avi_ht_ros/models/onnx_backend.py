@@ -101,7 +101,8 @@ class OnnxFrameModel:
     """A :class:`HandPoseModel`'s per-frame inference on ONNX Runtime (batch 1); see the module doc.
 
     ``side`` graphs are built on first use, or ahead with :meth:`prepare` (a node does it at
-    start-up, ~2 s per graph, so the first frame does not wait).
+    start-up, ~2 s per graph, so the first frame does not wait). The graphs hold the weights as
+    they were when exported: for inference of a trained model, not during training.
     """
 
     def __init__(self, model: HandPoseModel, num_threads: int = 1):
@@ -132,6 +133,11 @@ class OnnxFrameModel:
         side = inputs.side
         if not isinstance(side, str):
             raise ValueError("the ONNX Runtime backend takes the side as 'left'/'right'")
+        if self._window_shape is not None and inputs.imu_features is None:
+            # no window at all (glove absent) = every sensor dead, as the eager model reads it
+            shape = (1, *self._window_shape)
+            inputs = dataclasses.replace(inputs, imu_features=torch.zeros(*shape, 3),
+                                         imu_valid=torch.zeros(shape, dtype=torch.bool))
         kind = "live" if window_is_live(inputs.imu_features, inputs.imu_valid) else "masked"
         graph = self._graph(side, kind)
         feed = self._feed(inputs, state, graph.input_names)

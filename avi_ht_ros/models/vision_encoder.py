@@ -41,6 +41,19 @@ from avi_ht_ros.models.config import VisionEncoderConfig
 CROP_GEOMETRY_DIM = 15
 
 
+def pinhole_inverse(K: torch.Tensor) -> torch.Tensor:
+    """``K⁻¹ [..., 3, 3]`` of pinhole matrices ``[[fx, s, cx], [0, fy, cy], [0, 0, 1]]``, written
+    out with elementwise ops (what the ONNX export records; ``linalg_solve`` does not export)."""
+    fx, skew, cx = K[..., 0, 0], K[..., 0, 1], K[..., 0, 2]
+    fy, cy = K[..., 1, 1], K[..., 1, 2]
+    zero, one = torch.zeros_like(fx), torch.ones_like(fx)
+    return torch.stack([
+        torch.stack([1.0 / fx, -skew / (fx * fy), (skew * cy - cx * fy) / (fx * fy)], dim=-1),
+        torch.stack([zero, 1.0 / fy, -cy / fy], dim=-1),
+        torch.stack([zero, zero, one], dim=-1),
+    ], dim=-2)
+
+
 def normalized_crop_to_ray(K_virtual: torch.Tensor, crop_size: int) -> torch.Tensor:
     """``M = K⁻¹ S`` ``[..., 3, 3]``: homogeneous normalised crop coordinates → ray in the crop camera.
 
@@ -49,20 +62,14 @@ def normalized_crop_to_ray(K_virtual: torch.Tensor, crop_size: int) -> torch.Ten
     coordinate ``i``, so a centred crop has ``c = (W − 1)/2``): ``u = (x + 1)·W/2 − ½``.
     The ray's z component is 1; for a centred crop ``M = diag(tan(½fov_x), tan(½fov_y), 1)``.
 
-    ``K`` is a pinhole matrix ``[[fx, s, cx], [0, fy, cy], [0, 0, 1]]``; its inverse is written
-    out (elementwise ops: the same in every runtime, including the ONNX export).
+    Eager code solves the system (the operation the shipped models were trained and evaluated
+    with, bit for bit); an ONNX export records :func:`pinhole_inverse` instead (equal to ~1e-7).
     """
     half = crop_size / 2.0
-    fx, skew, cx = K_virtual[..., 0, 0], K_virtual[..., 0, 1], K_virtual[..., 0, 2]
-    fy, cy = K_virtual[..., 1, 1], K_virtual[..., 1, 2]
-    zero, one = torch.zeros_like(fx), torch.ones_like(fx)
-    K_inverse = torch.stack([
-        torch.stack([1.0 / fx, -skew / (fx * fy), (skew * cy - cx * fy) / (fx * fy)], dim=-1),
-        torch.stack([zero, 1.0 / fy, -cy / fy], dim=-1),
-        torch.stack([zero, zero, one], dim=-1),
-    ], dim=-2)
     S = K_virtual.new_tensor([[half, 0.0, half - 0.5], [0.0, half, half - 0.5], [0.0, 0.0, 1.0]])
-    return K_inverse @ S
+    if torch.onnx.is_in_onnx_export():
+        return pinhole_inverse(K_virtual) @ S
+    return torch.linalg.solve(K_virtual, S.expand(K_virtual.shape[:-2] + (3, 3)))
 
 
 def reference_depth(ray_from_normalized: torch.Tensor, hand_scale: torch.Tensor, hand_extent_m: float) -> torch.Tensor:
