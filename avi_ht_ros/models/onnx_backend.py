@@ -20,9 +20,14 @@ in eager mode).
 
 Every graph is checked against the eager model when it is built (:data:`PARITY_TOLERANCE`
 on every output, on probe frames with and without the shortcut's conditions: live window,
-dead sensors, a non-finite sample, no window, hand out of view, a carried state); a graph
-that does not reproduce the eager model is never used: :class:`BackendError`, and
+dead sensors, a non-finite sample, no valid sample, hand out of view, a carried state); a
+graph that does not reproduce the eager model is never used: :class:`BackendError`, and
 :func:`inference_model` with ``backend="auto"`` falls back to PyTorch and says why.
+
+The exporter is PyTorch's TorchScript-based one (``dynamo=False``): it records the eager code
+as it runs, shortcuts included, which is what the per-kind graphs rely on; the newer
+``torch.export`` path refuses data-dependent branches instead. It is deprecated since
+PyTorch 2.9; if a future PyTorch drops it, the export fails and ``auto`` runs PyTorch.
 """
 from __future__ import annotations
 
@@ -111,7 +116,6 @@ class OnnxFrameModel:
         self.model = model.eval()
         self.config = model.config
         self.root_relative = model.root_relative
-        self.hand_model = model.hand_model
         self.num_threads = int(num_threads)
         self._graphs: dict[tuple[str, str], _Graph] = {}
         self._window_shape = ((model.imu_encoder.window_length, model.imu_encoder.num_features)
