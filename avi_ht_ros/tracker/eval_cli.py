@@ -84,8 +84,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                           "what the tracker's own crop placement costs")
     run.add_argument("--threads", type=int, default=1, help="CPU threads of the networks (live tracker: 1)")
     run.add_argument("--backend", choices=INFERENCE_BACKENDS, default="torch",
-                     help="runtime of the networks: torch (the reference), onnxruntime (~2x faster, the nodes' "
-                          "default; each network checked against PyTorch when it is exported), auto")
+                     help="runtime of the networks: torch (the reference), onnxruntime (the network ~2x faster, the "
+                          "nodes' default; each network checked against PyTorch when it is exported), auto")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
