@@ -89,6 +89,19 @@ def test_fusion_node_publishes_pose_joints_tf_markers(rclpy_context, checkpoint)
             base.publish_serialized(frame_pub, synced_frame(t0 + k * 16_666_667, camera))
             h.spin_until(lambda: len(poses) > k, timeout=5.0)
         assert node.frames == 15 and node.marker_arrays == 12
+        # a network that fails on a frame (runtime error inside it): the frame is dropped and
+        # counted, the track restarts, the node keeps serving the next frames
+        working = node.model
+
+        def failing(inputs, state=None):
+            raise RuntimeError("injected inference failure")
+        node.tracker.model = failing
+        base.publish_serialized(frame_pub, synced_frame(t0 + 15 * 16_666_667, camera))
+        assert h.spin_until(lambda: node.inference_errors == 1, timeout=5.0)
+        node.tracker.model = working
+        base.publish_serialized(frame_pub, synced_frame(t0 + 16 * 16_666_667, camera))
+        assert h.spin_until(lambda: len(poses) == 16, timeout=5.0)
+        assert node.frames == 16 and node.inference_errors == 1
     finally:
         h.close()
 

@@ -87,6 +87,7 @@ class FusionNode(Node):
         self.frames = 0
         self.dropped = 0
         self.rejected = 0
+        self.inference_errors = 0
         self.marker_arrays = 0
         self.last_stamp_ns: int | None = None
         self.latency_ms: collections.deque[float] = collections.deque(maxlen=600)
@@ -138,7 +139,14 @@ class FusionNode(Node):
             return
         if window["status"].shape[1] != self.glove.num_sensors:
             window = None  # another glove's data: track vision-only rather than mis-assign sensors
-        estimate = tracker.step(stamp_ns, image, window)
+        try:
+            estimate = tracker.step(stamp_ns, image, window)
+        except (RuntimeError, ValueError) as exc:  # e.g. a runtime error inside the network: drop the frame,
+            self.inference_errors += 1            # restart the track, keep the node serving
+            tracker.reset()
+            self.get_logger().error(f"inference failed on the frame at {stamp_ns} ns ({self.inference_errors} so "
+                                    f"far): {type(exc).__name__}: {exc}", throttle_duration_sec=2.0)
+            return
         self.inference_ms.append((time.perf_counter() - started) * 1e3)
         self.publish_estimate(msg.header.frame_id, estimate)
         self.latency_ms.append((base.now_ns(self) - stamp_ns) / 1e6)
@@ -183,17 +191,24 @@ class FusionNode(Node):
         inference = np.array(self.inference_ms) if self.inference_ms else np.zeros(1)
         names = {HandPose.TRACKING_LOST: "lost", HandPose.TRACKING_OK: "ok", HandPose.TRACKING_VISION_ONLY:
                  "vision_only", HandPose.TRACKING_IMU_ONLY: "imu_only", HandPose.TRACKING_DEGRADED: "degraded"}
-        values = {"model": self.model_type, "inference_backend": self.backend.split(" (")[0], "frames": self.frames, "rate_hz": f"{self.rate.rate():.1f}",
+        values = {"model": self.model_type, "inference_backend": self.backend.split(" (")[0], "frames": self.frames,
+                  "rate_hz": f"{self.rate.rate():.1f}",
                   "dropped_frames": self.dropped, "rejected_frames": self.rejected,
+                  "inference_errors": self.inference_errors,
                   "latency_ms_p50": f"{np.percentile(latency, 50):.2f}",
                   "latency_ms_p99": f"{np.percentile(latency, 99):.2f}",
                   "inference_ms_p50": f"{np.percentile(inference, 50):.2f}",
                   "inference_ms_p99": f"{np.percentile(inference, 99):.2f}"}
         values.update({f"state.{names[k]}": v for k, v in self.states.items()})
-        level = 0 if self.frames and self.dropped == 0 else 1
+        level = 0 if self.frames and self.dropped == 0 and self.inference_errors == 0 else 1
+        if level == 0:
+            message = "ok"
+        elif self.inference_errors:
+            message = f"{self.inference_errors} frames failed in inference"
+        else:
+            message = f"{self.dropped} frames dropped" if self.frames else "no frames yet"
         status = base.diagnostic_status(f"{self.get_name()}: {self.side} hand fusion", f"{self.side}_wrist", level,
-                                        "ok" if level == 0 else (f"{self.dropped} frames dropped" if self.frames
-                                                                 else "no frames yet"), values)
+                                        message, values)
         base.publish_serialized(self.diag_pub, base.diagnostic_array(base.now_ns(self), [status]))
 
 
