@@ -47,6 +47,12 @@ class SensorTokens(NamedTuple):
     all_live: bool | None  # True when known without a check that every sensor is live, else None
 
 
+def window_all_valid(features: torch.Tensor, valid: torch.Tensor | None) -> bool:
+    """Every sample of the window finite and marked valid (``valid`` None: all marked valid): the
+    case in which :class:`ImuEncoder` skips its masks (the ONNX backend picks its graph by it)."""
+    return bool(torch.isfinite(features).all()) and (valid is None or bool(valid.all()))
+
+
 class ImuEncoder(nn.Module):
     """IMU window ``[B, T, F, 3]`` → sensor tokens ``[B, N_s, d]`` and ``sensor_valid [B, N_s]``.
 
@@ -121,7 +127,7 @@ class ImuEncoder(nn.Module):
         # Non-finite samples are invalid whatever the mask says; invalid samples carry no
         # information, so they are zeroed whatever the caller left there (NaN included).
         # The common case (everything valid) skips all masking below (same result).
-        all_valid = bool(torch.isfinite(features).all()) and (valid is None or bool(valid.all()))
+        all_valid = window_all_valid(features, valid)
         if not all_valid:
             finite = torch.isfinite(features).all(dim=-1)
             valid = finite if valid is None else valid.to(torch.bool) & finite

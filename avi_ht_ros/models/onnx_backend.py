@@ -42,6 +42,7 @@ from torch import nn
 
 from avi_ht_ros.common.errors import AviHtError
 from avi_ht_ros.models.config import INFERENCE_BACKENDS
+from avi_ht_ros.models.imu_encoder import window_all_valid
 from avi_ht_ros.models.interface import HandPoseModel, ModelInputs, ModelOutputs
 
 PARITY_TOLERANCE = 1e-4
@@ -89,10 +90,9 @@ class _FrameStep(nn.Module):
 
 
 def window_is_live(imu_features: torch.Tensor | None, imu_valid: torch.Tensor | None) -> bool:
-    """The IMU encoder's shortcut condition: every sample finite and marked valid."""
-    if imu_features is None:
-        return True
-    return bool(torch.isfinite(imu_features).all()) and (imu_valid is None or bool(imu_valid.all()))
+    """The IMU encoder's shortcut condition (:func:`~avi_ht_ros.models.imu_encoder.window_all_valid`);
+    a model without IMU input has only the live graph."""
+    return imu_features is None or window_all_valid(imu_features, imu_valid)
 
 
 @dataclass(frozen=True)
