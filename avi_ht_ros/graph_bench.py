@@ -48,11 +48,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--side", choices=topics.SIDES, default="right", help="gloved hand (default right)")
     parser.add_argument("--inference-backend", choices=INFERENCE_BACKENDS, default="auto",
                         help="fusion_node's inference_backend (default auto, the node's default; torch for an A/B)")
+    parser.add_argument("--param", action="append", default=[], metavar="NODE:NAME=VALUE",
+                        help="set a node parameter for an A/B, e.g. retarget_node:command_on_pose=false "
+                        "(VALUE read as YAML; repeatable; checked by the node like any parameter)")
     parser.add_argument("--glove-latency", type=float, default=0.0,
                         help="simulated glove data age, s (adds to the latency by construction; default 0)")
     parser.add_argument("--startup-timeout", type=float, default=240.0, help="longest wait for the first poses, s")
     parser.add_argument("--json", default=None, metavar="PATH", help="also write the figures as JSON")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def node_parameter_overrides(settings: list[str], executables: list[str]) -> dict[str, dict[str, object]]:
+    """``["retarget_node:command_on_pose=false", ...]`` → ``{"retarget_node": {"command_on_pose": False}}``
+    (values read as YAML); a malformed entry or an executable not in ``executables`` is a
+    :class:`ConfigError` (a wrong parameter name or value is refused by the node at start-up)."""
+    import yaml
+
+    overrides: dict[str, dict[str, object]] = {}
+    for setting in settings:
+        executable, _, assignment = setting.partition(":")
+        name, equals, value = assignment.partition("=")
+        if not equals or not name.strip() or executable not in executables:
+            raise ConfigError("--param", f"expected NODE:NAME=VALUE with NODE one of {', '.join(executables)}, "
+                              f"got {setting!r}")
+        overrides.setdefault(executable, {})[name.strip()] = yaml.safe_load(value)
+    return overrides
 
 
 def _delta(end: dict | None, start: dict | None, key: str) -> float:
@@ -72,6 +92,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("bench graph", "need --duration > 0 and --warmup >= 0")
     if not 0.0 <= args.glove_latency <= 0.5:
         raise ConfigError("--glove-latency", f"must be in [0, 0.5] s, got {args.glove_latency}")
+    extra = node_parameter_overrides(args.param, [spec.executable for spec in sim_graph("", args.side)])
     model = demo.check_checkpoint(args.model or demo.default_model("avi_ht.pt"), "--model")
     progress = not args.no_progress
     if args.scenario:
@@ -90,8 +111,9 @@ def run(args: argparse.Namespace) -> int:
     probe = GraphProbe(args.side, timing=True)
     fusion = {"hand_scale": round(scenario.hand_scales[args.side], 4)} if args.side in scenario.hand_scales else {}
     fusion["inference_backend"] = args.inference_backend
+    extra["fusion_node"] = {**fusion, **extra.get("fusion_node", {})}
     graph = GraphProcesses(sim_graph(bag, args.side, model_path=model, glove_latency_s=args.glove_latency,
-                                     extra={"fusion_node": fusion}), logs, env)
+                                     extra=extra), logs, env)
 
     def check() -> None:
         if graph.failed():

@@ -97,3 +97,39 @@ def test_lost_tracking_is_gated(rclpy_context):
         np.testing.assert_array_equal(node.safety.position, start)  # and never moves
     finally:
         h.close()
+
+
+@pytest.mark.parametrize("command_on_pose", [True, False])
+def test_a_pose_is_commanded_without_waiting_for_a_tick(rclpy_context, command_on_pose):
+    """With ``command_on_pose`` every retargeted pose sends a command at once (a slow 10 Hz timer
+    then only fills gaps); without it commands go out on the timer only."""
+    from rclpy.parameter import Parameter
+
+    node = RetargetNode(context=rclpy_context, namespace="right", parameter_overrides=[
+        Parameter("control_rate_hz", value=10.0), Parameter("command_on_pose", value=command_on_pose)])
+    h = Harness(rclpy_context, node)
+    try:
+        commands = h.collect(JointState, "/right/robot/joint_commands", base.RELIABLE_QOS)
+        pose_pub = h.probe.create_publisher(HandPose, "/right/hand_pose", base.RELIABLE_QOS)
+        h.spin_for(0.3)
+        clock = h.probe.get_clock()
+        state = {"next": 0, "sent": 0}
+
+        def publish(_):
+            now = clock.now().nanoseconds
+            if now >= state["next"] and state["sent"] < 60:
+                base.publish_serialized(pose_pub, pose_msg(now, pinch_angles(0.5)))
+                state["sent"] += 1
+                state["next"] = now + 16_666_667
+
+        h.spin_for(1.5, every=publish)
+        h.spin_for(0.2)
+        assert node.poses >= 30, node.poses
+        if command_on_pose:
+            assert node.commands_on_pose == node.poses
+            assert node.commands >= node.poses and len(commands) >= node.poses
+        else:
+            assert node.commands_on_pose == 0
+            assert node.commands <= 1.7 * 10 * 2.0  # ~10 Hz over the ~1.7 s since the node started
+    finally:
+        h.close()

@@ -2,10 +2,12 @@
 
 Thin wrapper over :mod:`avi_ht_ros.retarget`. Each ``hand_pose`` is retargeted
 (uncertainty-weighted by the pose's per-landmark σ) into a target; the safety
-filter, stepped by a fixed-rate control timer, turns targets into commands
-that respect position, velocity and acceleration limits, gates on the
-tracking state and holds (or opens) when tracking is lost or stale — the
-timer keeps running when poses stop, so the watchdog engages on time.
+filter turns targets into commands that respect position, velocity and
+acceleration limits, gates on the tracking state and holds (or opens) when
+tracking is lost or stale. It is stepped, and a command sent, as soon as a
+pose is retargeted (``command_on_pose``: the pose's latency is not made to
+wait for a tick) and by a fixed-rate control timer between poses — the timer
+keeps running when poses stop, so the watchdog engages on time.
 
 Publishes (in the hand's namespace): ``robot/joint_commands`` (JointState,
 URDF joint names), ``robot/joint_states`` (for ``robot_state_publisher``),
@@ -45,8 +47,11 @@ class RetargetNodeParams:
     method: str = param("", "override the config's method ('' = config)", choices=("", "vector", "position",
                                                                                      "dexpilot"))
     use_uncertainty: bool = param(True, "weight task terms by the tracker's per-landmark sigma")
-    control_rate_hz: float = param(100.0, "command rate of the safety filter (also the watchdog tick)",
-                                   range=(10.0, 1000.0), unit="Hz")
+    control_rate_hz: float = param(100.0, "command rate of the safety filter between poses (also the watchdog "
+                                   "tick)", range=(10.0, 1000.0), unit="Hz")
+    command_on_pose: bool = param(True, "also step the safety filter and send a command as soon as a pose is "
+                                  "retargeted (lowest latency; a tick within half a period after it is skipped); "
+                                  "false: commands only at control_rate_hz")
     publish_trajectory: bool = param(False, "also publish trajectory_msgs/JointTrajectory for ros2_control")
     frame_prefix: str = param("", "TF prefix of the robot links ('' = '<side>_robot/')")
     display_offset_m: tuple[float, ...] = param((0.0, -0.15, 0.0), "where the robot hand is drawn in RViz, "
@@ -73,6 +78,8 @@ class RetargetNode(Node):
         self.poses = 0
         self.rejected = 0
         self.commands = 0
+        self.commands_on_pose = 0
+        self._last_command_s: float | None = None
         self.solve_ms: list[float] = []
         convert.prepare(convert.HAND_POSE, convert.JOINT_STATE, convert.PINCH_EVENT,
                         "trajectory_msgs/msg/JointTrajectory", "diagnostic_msgs/msg/DiagnosticArray")
@@ -120,9 +127,21 @@ class RetargetNode(Node):
             base.publish_serialized(self.pinch_pub, convert.pinch_event_msg(
                 pose["stamp_ns"], self.root_frame, self.params.side, event.finger, event.kind == "start",
                 event.distance))
+        if self.params.command_on_pose:
+            self.send_command(now)
+            self.commands_on_pose += 1
 
     def on_control_tick(self) -> None:
-        command = self.safety.step(self._monotonic_s())
+        now = self._monotonic_s()
+        if self.params.command_on_pose and self._last_command_s is not None and \
+                now - self._last_command_s < 0.5 * self.period_s:
+            return  # a pose's command just went out: no second one right behind it
+        self.send_command(now)
+
+    def send_command(self, now: float) -> None:
+        """Step the safety filter to ``now`` (monotonic s) and publish its command."""
+        command = self.safety.step(now)
+        self._last_command_s = now
         stamp = base.now_ns(self)
         base.publish_serialized(self.command_pub, convert.joint_state_msg(stamp, self.root_frame, self.joint_names,
                                                                            command.position, command.velocity))
@@ -140,6 +159,7 @@ class RetargetNode(Node):
         status = base.diagnostic_status(
             f"{self.get_name()}: {self.params.side} retargeting", self.root_frame, level, state,
             {"poses": self.poses, "rejected_poses": self.rejected, "commands": self.commands,
+             "commands_on_pose": self.commands_on_pose,
              "solve_ms_p50": f"{np.percentile(solve, 50):.2f}", "solve_ms_p99": f"{np.percentile(solve, 99):.2f}",
              "pinch": ",".join(f for f, a in self.pinch.active.items() if a) or "none"})
         base.publish_serialized(self.diag_pub, base.diagnostic_array(base.now_ns(self), [status]))
