@@ -19,7 +19,8 @@ def test_bench_graph_prints_and_writes_its_figures(tmp_path):
                        tmp_path / "seq")
     model = tiny_checkpoint(tmp_path / "fusion.pt", "avi_ht")
     result = run_cli(["bench", "graph", "--duration", "3", "--warmup", "1", "--scenario", str(tmp_path / "seq"),
-                      "--model", str(model), "--json", str(tmp_path / "bench.json"), "--no-progress"],
+                      "--model", str(model), "--json", str(tmp_path / "bench.json"), "--no-progress",
+                      "--param", "retarget_node:command_on_pose=false"],
                      tmp_path, timeout=240)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     for text in ("latency (ms)", "end to end", "rates (Hz)", "node process", "fusion_node", "total"):
@@ -29,8 +30,23 @@ def test_bench_graph_prints_and_writes_its_figures(tmp_path):
     assert data["latency_ms"]["end_to_end_pose"]["n"] > 0
     assert {"sync", "fusion", "retarget", "end_to_end_command"} <= set(data["latency_ms"])
     assert {"camera", "glove", "poses", "synced_frames", "joint_commands"} <= set(data["rates_hz"])
+    # --param reached the node: without command_on_pose only the 100 Hz timer commands
+    assert 0 < data["rates_hz"]["joint_commands"] <= 102, data["rates_hz"]
     assert {"expected", "poses", "without_pose", "sync_dropped", "fusion_skipped_stale"} <= set(data["frames"])
     nodes = {"camera_node", "glove_driver_node", "sync_node", "fusion_node", "retarget_node"}
     assert set(data["processes"]) == nodes
     assert all(p["cpu_percent"] is not None and p["rss_mb"] > 0 for p in data["processes"].values())
     assert all(code == 0 for code in data["exit_codes"].values())
+
+
+def test_bench_graph_parameter_overrides_are_parsed_and_checked():
+    from avi_ht_ros.common.errors import ConfigError
+    from avi_ht_ros.graph_bench import node_parameter_overrides
+
+    nodes = ["fusion_node", "retarget_node"]
+    assert node_parameter_overrides(["retarget_node:command_on_pose=false", "retarget_node:control_rate_hz=50",
+                                     "fusion_node:inference_backend=torch"], nodes) == {
+        "retarget_node": {"command_on_pose": False, "control_rate_hz": 50}, "fusion_node": {"inference_backend": "torch"}}
+    for bad in ("retarget_node:command_on_pose", "camera_node:x=1", "retarget_node:=1", "command_on_pose=false"):
+        with pytest.raises(ConfigError):
+            node_parameter_overrides([bad], nodes)
