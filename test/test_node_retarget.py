@@ -34,6 +34,22 @@ def pinch_angles(amount):
     return q
 
 
+def pose_publisher_at_60hz(h, pose_pub, message_of, limit=None):
+    """An ``every`` callback for ``Harness.spin_for``: publishes ``message_of(k, now_ns)`` for
+    k = 0, 1, ... every 1/60 s (at most ``limit`` poses). Returns ``(callback, state)``."""
+    clock = h.probe.get_clock()
+    state = {"next": 0, "k": 0}
+
+    def publish(_):
+        now = clock.now().nanoseconds
+        if now >= state["next"] and (limit is None or state["k"] < limit):
+            base.publish_serialized(pose_pub, message_of(state["k"], now))
+            state["k"] += 1
+            state["next"] = now + 16_666_667
+
+    return publish, state
+
+
 def test_commands_are_limited_watchdog_holds_and_pinches_are_reported(rclpy_context):
     node = RetargetNode(context=rclpy_context, namespace="right")
     h = Harness(rclpy_context, node)
@@ -42,17 +58,8 @@ def test_commands_are_limited_watchdog_holds_and_pinches_are_reported(rclpy_cont
         pinches = h.collect(PinchEvent, "/right/robot/pinch", base.RELIABLE_QOS)
         pose_pub = h.probe.create_publisher(HandPose, "/right/hand_pose", base.RELIABLE_QOS)
         h.spin_for(0.3)
-        clock = h.probe.get_clock()
-        state = {"next": 0, "k": 0}
-
-        def publish(_):
-            now = clock.now().nanoseconds
-            if now >= state["next"]:
-                amount = min(1.0, state["k"] / 60.0)  # close the pinch over 1 s, then hold it
-                base.publish_serialized(pose_pub, pose_msg(now, pinch_angles(amount)))
-                state["k"] += 1
-                state["next"] = now + 16_666_667
-
+        # close the pinch over 1 s, then hold it
+        publish, _ = pose_publisher_at_60hz(h, pose_pub, lambda k, now: pose_msg(now, pinch_angles(min(1.0, k / 60.0))))
         h.spin_for(2.0, every=publish)
         assert node.safety.state.value in ("tracking", "engaging")
         before_stop = len(commands)
@@ -83,15 +90,8 @@ def test_lost_tracking_is_gated(rclpy_context):
     try:
         pose_pub = h.probe.create_publisher(HandPose, "/right/hand_pose", base.RELIABLE_QOS)
         h.spin_for(0.3)
-        clock = h.probe.get_clock()
-        state = {"next": 0}
-
-        def publish(_):
-            now = clock.now().nanoseconds
-            if now >= state["next"]:
-                base.publish_serialized(pose_pub, pose_msg(now, pinch_angles(1.0), HandPose.TRACKING_LOST))
-                state["next"] = now + 16_666_667
-
+        publish, _ = pose_publisher_at_60hz(h, pose_pub, lambda k, now: pose_msg(now, pinch_angles(1.0),
+                                                                                HandPose.TRACKING_LOST))
         h.spin_for(1.0, every=publish)
         assert node.safety.state.value in ("idle", "holding")  # never engages on lost tracking
         np.testing.assert_array_equal(node.safety.position, start)  # and never moves
@@ -112,16 +112,7 @@ def test_a_pose_is_commanded_without_waiting_for_a_tick(rclpy_context, command_o
         commands = h.collect(JointState, "/right/robot/joint_commands", base.RELIABLE_QOS)
         pose_pub = h.probe.create_publisher(HandPose, "/right/hand_pose", base.RELIABLE_QOS)
         h.spin_for(0.3)
-        clock = h.probe.get_clock()
-        state = {"next": 0, "sent": 0}
-
-        def publish(_):
-            now = clock.now().nanoseconds
-            if now >= state["next"] and state["sent"] < 60:
-                base.publish_serialized(pose_pub, pose_msg(now, pinch_angles(0.5)))
-                state["sent"] += 1
-                state["next"] = now + 16_666_667
-
+        publish, _ = pose_publisher_at_60hz(h, pose_pub, lambda k, now: pose_msg(now, pinch_angles(0.5)), limit=60)
         h.spin_for(1.5, every=publish)
         h.spin_for(0.2)
         assert node.poses >= 30, node.poses

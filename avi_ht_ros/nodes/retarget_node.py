@@ -128,7 +128,8 @@ class RetargetNode(Node):
                 pose["stamp_ns"], self.root_frame, self.params.side, event.finger, event.kind == "start",
                 event.distance))
         if self.params.command_on_pose:
-            self.send_command(now)
+            # stepped to the sending instant (after the solve), so the command's stamp is its time
+            self.send_command(self._monotonic_s())
             self.commands_on_pose += 1
 
     def on_control_tick(self) -> None:
