@@ -660,3 +660,33 @@ def test_single_query_attention_equals_the_full_attention_row(with_bias):
         attention.out.weight.add_(0.5)  # a parameter change invalidates the cached folds
         changed, _ = attention(x[-1:].clone(), x, last_bias)
         assert torch.allclose(changed, attention(x, x, bias)[0][-1:], atol=1e-5)
+
+
+def test_wrist_aligned_temporal_velocity_sees_articulation_jitter_not_the_moving_wrist():
+    from avi_ht_ros.models.interface import ModelOutputs
+
+    torch.manual_seed(0)
+    b, s = 2, 4
+    true_r = torch.as_tensor(Rotation.random(b * s, random_state=5).as_matrix(), dtype=torch.float32).view(b, s, 3, 3)
+    true_t = torch.cumsum(torch.randn(b, s, 3) * 0.02, dim=1) + torch.tensor([0.0, 0.0, 0.4])   # the wrist moves
+    local = (torch.randn(b, 1, 21, 3) * 0.05).expand(b, s, 21, 3)                                # a still hand shape
+    to_camera = lambda shape, r, t: shape @ r.transpose(-1, -2) + t[..., None, :]               # noqa: E731
+    targets = PoseTargets(landmarks=to_camera(local, true_r, true_t), joint_angles=torch.zeros(b, s, 22),
+                          wrist_rotation=true_r, wrist_translation=true_t)
+    config = LossConfig(landmark_nll_weight=0.0, joint_angle_weight=0.0, wrist_aligned_temporal_velocity_weight=1.0)
+
+    def term(pred_local, pred_t):
+        outputs = ModelOutputs(landmarks=to_camera(pred_local, true_r, pred_t), joint_angles=torch.zeros(b, s, 22),
+                               wrist_rotation=true_r, wrist_translation=pred_t, log_sigma=torch.zeros(b, s, 21))
+        return compute_losses(outputs, targets, config)["wrist_aligned_temporal_velocity"].item()
+
+    # a wrong, jittering wrist position with the right hand shape: no articulation jitter
+    assert term(local, true_t + torch.randn(b, s, 3) * 0.01) == pytest.approx(0.0, abs=1e-3)
+    jitter = local.clone()
+    jitter[:, 1::2, 8] += torch.tensor([0.004, 0.0, 0.0])   # index tip alternates 4 mm in the hand frame
+    assert term(jitter, true_t) == pytest.approx(4.0 / 21, rel=1e-3)
+    # a root-relative model's landmarks are wrist-aligned already: the same as temporal_velocity
+    outputs = ModelOutputs(landmarks=jitter, joint_angles=torch.zeros(b, s, 22), wrist_rotation=true_r,
+                           wrist_translation=torch.zeros(b, s, 3), log_sigma=torch.zeros(b, s, 21), root_relative=True)
+    both = compute_losses(outputs, targets, dataclasses.replace(config, temporal_velocity_weight=1.0))
+    assert both["wrist_aligned_temporal_velocity"].item() == pytest.approx(both["temporal_velocity"].item())

@@ -269,6 +269,11 @@ class LossConfig:
     (``model.head.aligned_sigma``): the articulation term adapts its weight like the IMU-only
     model's root-relative NLL does, instead of inheriting the camera-frame σ (set by the wrist
     position, ~25× larger). Ignored by root-relative models."""
+    wrist_aligned_temporal_velocity_weight: float = 0.0
+    """Clips only: ``temporal_velocity`` on the wrist-aligned landmarks (the MKPE.T frame):
+    penalises articulation jitter alone — the camera-frame term is dominated by the wrist's
+    motion. (A root-relative model's landmarks are wrist-aligned already: then it equals
+    ``temporal_velocity``.)"""
 
     def validate(self, where: str) -> None:
         for f in dataclasses.fields(self):

@@ -16,6 +16,8 @@
   through the camera-frame NLL, articulation through a wrist-aligned one.
 * ``temporal_velocity`` (clips) — L1 between predicted and true frame-to-frame landmark
   displacements (length unit): penalises jitter without biasing real motion.
+* ``wrist_aligned_temporal_velocity`` (clips) — the same on the wrist-aligned landmarks: the
+  articulation's jitter apart from the wrist's motion.
 * ``temporal_acceleration`` (clips) — UmeTrack Eq. 6: L1 of the predicted acceleration
   ``x_{t+1} + x_{t−1} − 2x_t`` of joint angles (rad) and wrist translation (length unit).
 * ``max_mse`` — Deformer Eq. 5 on landmarks: ``Σ‖Δ_i‖⁴ / Σ‖Δ_i‖²`` per frame, i.e. an MSE
@@ -130,10 +132,14 @@ def compute_losses(outputs: ModelOutputs, targets: PoseTargets, config: LossConf
         terms["wrist_translation"] = config.wrist_translation_weight * (
             (outputs.wrist_translation - targets.wrist_translation).abs().mean() / unit
         )
-    if not outputs.root_relative and (
-            config.wrist_aligned_landmark_weight > 0 or config.wrist_aligned_landmark_nll_weight > 0):
+    aligned_velocity = is_clip and outputs.landmarks.shape[1] >= 2 and config.wrist_aligned_temporal_velocity_weight > 0
+    if outputs.root_relative:
+        predicted_aligned, target_aligned = outputs.landmarks, target_landmarks
+    elif config.wrist_aligned_landmark_weight > 0 or config.wrist_aligned_landmark_nll_weight > 0 or aligned_velocity:
         predicted_aligned = (outputs.landmarks - outputs.wrist_translation[..., None, :]) @ outputs.wrist_rotation
         target_aligned = targets_in_wrist_frame(targets)
+    if not outputs.root_relative and (
+            config.wrist_aligned_landmark_weight > 0 or config.wrist_aligned_landmark_nll_weight > 0):
         if config.wrist_aligned_landmark_weight > 0:
             terms["wrist_aligned_landmark"] = config.wrist_aligned_landmark_weight * (
                 (predicted_aligned - target_aligned).norm(dim=-1).mean() / unit
@@ -151,6 +157,9 @@ def compute_losses(outputs: ModelOutputs, targets: PoseTargets, config: LossConf
         terms["temporal_velocity"] = config.temporal_velocity_weight * temporal_velocity_loss(
             outputs.landmarks, target_landmarks, unit
         )
+    if aligned_velocity:
+        terms["wrist_aligned_temporal_velocity"] = config.wrist_aligned_temporal_velocity_weight * (
+            temporal_velocity_loss(predicted_aligned, target_aligned, unit))
     if is_clip and outputs.landmarks.shape[1] >= 3 and config.temporal_acceleration_weight > 0:
         acceleration = acceleration_l1(outputs.joint_angles)
         if not outputs.root_relative:
