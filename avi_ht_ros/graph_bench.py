@@ -60,7 +60,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def node_parameter_overrides(settings: list[str], executables: list[str]) -> dict[str, dict[str, object]]:
     """``["retarget_node:command_on_pose=false", ...]`` → ``{"retarget_node": {"command_on_pose": False}}``
-    (values read as YAML); a malformed entry or an executable not in ``executables`` is a
+    (values read as YAML, an empty one is ``""``); a malformed entry or an executable not in ``executables`` is a
     :class:`ConfigError` (a wrong parameter name or value is refused by the node at start-up)."""
     import yaml
 
@@ -71,7 +71,7 @@ def node_parameter_overrides(settings: list[str], executables: list[str]) -> dic
         if not equals or not name.strip() or executable not in executables:
             raise ConfigError("--param", f"expected NODE:NAME=VALUE with NODE one of {', '.join(executables)}, "
                               f"got {setting!r}")
-        overrides.setdefault(executable, {})[name.strip()] = yaml.safe_load(value)
+        overrides.setdefault(executable, {})[name.strip()] = yaml.safe_load(value) if value.strip() else ""
     return overrides
 
 

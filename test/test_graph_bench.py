@@ -45,8 +45,9 @@ def test_bench_graph_parameter_overrides_are_parsed_and_checked():
 
     nodes = ["fusion_node", "retarget_node"]
     assert node_parameter_overrides(["retarget_node:command_on_pose=false", "retarget_node:control_rate_hz=50",
-                                     "fusion_node:inference_backend=torch"], nodes) == {
-        "retarget_node": {"command_on_pose": False, "control_rate_hz": 50}, "fusion_node": {"inference_backend": "torch"}}
+                                     "fusion_node:inference_backend=torch", "fusion_node:model_path="], nodes) == {
+        "retarget_node": {"command_on_pose": False, "control_rate_hz": 50},
+        "fusion_node": {"inference_backend": "torch", "model_path": ""}}
     for bad in ("retarget_node:command_on_pose", "camera_node:x=1", "retarget_node:=1", "command_on_pose=false"):
         with pytest.raises(ConfigError):
             node_parameter_overrides([bad], nodes)
