@@ -291,7 +291,7 @@ def inference_model(model: HandPoseModel, backend: str = "auto", num_threads: in
     if backend not in INFERENCE_BACKENDS:
         raise ValueError(f"inference backend must be one of {INFERENCE_BACKENDS}, got {backend!r}")
     if backend == "torch":
-        return model.eval(), "PyTorch"
+        return model.eval(), runtime_name(model)
     try:
         wrapped = OnnxFrameModel(model, num_threads=num_threads)
         for side in sides:
@@ -299,11 +299,18 @@ def inference_model(model: HandPoseModel, backend: str = "auto", num_threads: in
     except BackendError as exc:
         if backend == "onnxruntime":
             raise
-        return model.eval(), f"PyTorch (ONNX Runtime not used: {exc})"
-    import onnxruntime
+        return model.eval(), f"{runtime_name(model)} (ONNX Runtime not used: {exc})"
+    return wrapped, runtime_name(wrapped)
 
-    return wrapped, f"ONNX Runtime {onnxruntime.__version__}"
+
+def runtime_name(model: HandPoseModel | OnnxFrameModel) -> str:
+    """What runs ``model``'s network: ``"ONNX Runtime <version>"`` or ``"PyTorch"``."""
+    if isinstance(model, OnnxFrameModel):
+        import onnxruntime
+
+        return f"ONNX Runtime {onnxruntime.__version__}"
+    return "PyTorch"
 
 
 __all__ = ["PARITY_TOLERANCE", "BackendError", "OnnxFrameModel", "inference_model",
-           "onnxruntime_available", "window_is_live"]
+           "onnxruntime_available", "runtime_name", "window_is_live"]

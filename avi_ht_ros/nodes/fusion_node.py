@@ -34,7 +34,7 @@ from avi_ht_ros.common.paths import config_path, share_path
 from avi_ht_ros.io import convert, hand_viz
 from avi_ht_ros.models.checkpoint import load_checkpoint
 from avi_ht_ros.models.config import INFERENCE_BACKENDS
-from avi_ht_ros.models.onnx_backend import inference_model
+from avi_ht_ros.models.onnx_backend import inference_model, runtime_name
 from avi_ht_ros.msg import HandPose, SyncedFrame
 from avi_ht_ros.nodes import base
 from avi_ht_ros.nodes.tf_publisher import TfPublisher
@@ -191,7 +191,7 @@ class FusionNode(Node):
         inference = np.array(self.inference_ms) if self.inference_ms else np.zeros(1)
         names = {HandPose.TRACKING_LOST: "lost", HandPose.TRACKING_OK: "ok", HandPose.TRACKING_VISION_ONLY:
                  "vision_only", HandPose.TRACKING_IMU_ONLY: "imu_only", HandPose.TRACKING_DEGRADED: "degraded"}
-        values = {"model": self.model_type, "inference_backend": self.backend.split(" (")[0], "frames": self.frames,
+        values = {"model": self.model_type, "inference_backend": runtime_name(self.model), "frames": self.frames,
                   "rate_hz": f"{self.rate.rate():.1f}",
                   "dropped_frames": self.dropped, "rejected_frames": self.rejected,
                   "inference_errors": self.inference_errors,
