@@ -132,14 +132,16 @@ def compute_losses(outputs: ModelOutputs, targets: PoseTargets, config: LossConf
         terms["wrist_translation"] = config.wrist_translation_weight * (
             (outputs.wrist_translation - targets.wrist_translation).abs().mean() / unit
         )
+    # per-frame articulation terms (root-relative models have them in their NLL already) and its jitter
+    aligned_frames = not outputs.root_relative and (
+        config.wrist_aligned_landmark_weight > 0 or config.wrist_aligned_landmark_nll_weight > 0)
     aligned_velocity = is_clip and outputs.landmarks.shape[1] >= 2 and config.wrist_aligned_temporal_velocity_weight > 0
     if outputs.root_relative:
         predicted_aligned, target_aligned = outputs.landmarks, target_landmarks
-    elif config.wrist_aligned_landmark_weight > 0 or config.wrist_aligned_landmark_nll_weight > 0 or aligned_velocity:
+    elif aligned_frames or aligned_velocity:
         predicted_aligned = (outputs.landmarks - outputs.wrist_translation[..., None, :]) @ outputs.wrist_rotation
         target_aligned = targets_in_wrist_frame(targets)
-    if not outputs.root_relative and (
-            config.wrist_aligned_landmark_weight > 0 or config.wrist_aligned_landmark_nll_weight > 0):
+    if aligned_frames:
         if config.wrist_aligned_landmark_weight > 0:
             terms["wrist_aligned_landmark"] = config.wrist_aligned_landmark_weight * (
                 (predicted_aligned - target_aligned).norm(dim=-1).mean() / unit
