@@ -16,6 +16,7 @@ CONSOLE_SCRIPTS = [
     "glove_driver_node=avi_ht_ros.nodes.glove_driver_node:main",
     "retarget_node=avi_ht_ros.nodes.retarget_node:main",
     "fusion_node=avi_ht_ros.nodes.fusion_node:main",
+    "sync_fusion_node=avi_ht_ros.nodes.sync_fusion_node:main",
     "recorder_node=avi_ht_ros.nodes.recorder_node:main",
 ]
 

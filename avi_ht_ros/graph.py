@@ -23,15 +23,25 @@ from avi_ht_ros.common.paths import share_path
 @dataclasses.dataclass(frozen=True)
 class NodeProcessSpec:
     executable: str
-    name: str
+    name: str | None          # node name remap; None for a process running several nodes (their own names)
     namespace: str = ""
     parameters: tuple[tuple[str, object], ...] = ()
 
+    @property
+    def label(self) -> str:
+        """``namespace/name`` (the executable's name where the nodes keep their own)."""
+        return f"{self.namespace}/{self.name or self.executable}"
+
     def command(self) -> list[str]:
-        args = [str(executable_path(self.executable)), "--ros-args", "-r", f"__node:={self.name}"]
+        from avi_ht_ros.nodes.params_cli import config_files
+
+        args = [str(executable_path(self.executable)), "--ros-args"]
+        if self.name:
+            args += ["-r", f"__node:={self.name}"]
         if self.namespace:
             args += ["-r", f"__ns:=/{self.namespace}"]
-        args += ["--params-file", str(share_path("config", f"{self.executable}.yaml"))]
+        for name in config_files(self.executable):
+            args += ["--params-file", str(share_path("config", name))]
         for key, value in self.parameters:
             args += ["-p", f"{key}:={_ros_value(value)}"]
         return args
@@ -58,25 +68,38 @@ def executable_path(executable: str) -> pathlib.Path:
 
 
 def sim_graph(sim_bag: str | os.PathLike, side: str = "right", model_path: str = "", glove_latency_s: float = 0.03,
-              extra: dict[str, dict[str, object]] | None = None) -> list[NodeProcessSpec]:
-    """The nodes of ``sim.launch.py`` for one hand (``extra``: more parameters per executable)."""
+              extra: dict[str, dict[str, object]] | None = None, composed: bool = True) -> list[NodeProcessSpec]:
+    """The nodes of ``sim.launch.py`` for one hand (``extra``: more parameters per node executable;
+    ``composed``: the sync and fusion nodes in one ``sync_fusion_node`` process, as the launch files
+    start them by default, else as two processes)."""
     extra = extra or {}
     bag = str(sim_bag)
 
-    def params(executable: str, **values) -> tuple:
+    def params(executable: str, **values) -> dict:
         values.update(extra.get(executable, {}))
-        return tuple(values.items())
+        return values
 
+    sync = params("sync_node", side=side)
+    fusion = params("fusion_node", side=side, model_path=model_path)
+    if composed:
+        shared = {k: sync[k] for k in sync.keys() & fusion.keys() if sync[k] != fusion[k]}
+        if shared:
+            raise AviHtError(f"sync_fusion_node: sync and fusion parameters differ in {sorted(shared)}")
+        tracking = [NodeProcessSpec("sync_fusion_node", None, side, tuple({**sync, **fusion}.items()))]
+    else:
+        tracking = [NodeProcessSpec("sync_node", "glove_camera_sync", side, tuple(sync.items())),
+                    NodeProcessSpec("fusion_node", "hand_fusion", side, tuple(fusion.items()))]
     return [
-        NodeProcessSpec("camera_node", "head_camera", "", params("camera_node", source="sim", sim_bag=bag)),
+        NodeProcessSpec("camera_node", "head_camera", "", tuple(params("camera_node", source="sim",
+                                                                       sim_bag=bag).items())),
         NodeProcessSpec("glove_driver_node", "glove_driver", side,
-                        params("glove_driver_node", side=side, sim_bag=bag, sim_latency_s=glove_latency_s)),
-        NodeProcessSpec("sync_node", "glove_camera_sync", side, params("sync_node", side=side)),
-        NodeProcessSpec("fusion_node", "hand_fusion", side, params("fusion_node", side=side, model_path=model_path)),
+                        tuple(params("glove_driver_node", side=side, sim_bag=bag,
+                                     sim_latency_s=glove_latency_s).items())),
+        *tracking,
         NodeProcessSpec("retarget_node", "retarget", side,
-                        params("retarget_node", side=side,
-                               config="retarget_avi_hand_16dof.yaml" if side == "right"
-                               else "retarget_avi_hand_16dof_left.yaml")),
+                        tuple(params("retarget_node", side=side,
+                                     config="retarget_avi_hand_16dof.yaml" if side == "right"
+                                     else "retarget_avi_hand_16dof_left.yaml").items())),
     ]
 
 
@@ -92,14 +115,14 @@ class GraphProcesses:
     def start(self) -> "GraphProcesses":
         self.log_dir.mkdir(parents=True, exist_ok=True)
         for spec in self.specs:
-            log = open(self.log_dir / f"{spec.namespace or 'global'}_{spec.name}.log", "w")
+            log = open(self.log_dir / f"{spec.namespace or 'global'}_{spec.name or spec.executable}.log", "w")
             self.processes.append(subprocess.Popen(spec.command(), stdout=log, stderr=subprocess.STDOUT,
                                                    env=self.env, start_new_session=True))
         return self
 
     def failed(self) -> list[str]:
         """Nodes that exited (a node of the graph never exits on its own)."""
-        return [f"{s.namespace}/{s.name} (exit {p.returncode}, log {self.log_dir})"
+        return [f"{s.label} (exit {p.returncode}, log {self.log_dir})"
                 for s, p in zip(self.specs, self.processes) if p.poll() is not None]
 
     def stop(self, timeout_s: float = 10.0) -> dict[str, int]:
@@ -114,7 +137,7 @@ class GraphProcesses:
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
-            codes[f"{spec.namespace}/{spec.name}"] = process.returncode
+            codes[spec.label] = process.returncode
         return codes
 
     def __enter__(self) -> "GraphProcesses":

@@ -51,6 +51,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--param", action="append", default=[], metavar="NODE:NAME=VALUE",
                         help="set a node parameter for an A/B, e.g. retarget_node:command_on_pose=false "
                         "(VALUE read as YAML; repeatable; checked by the node like any parameter)")
+    parser.add_argument("--separate-sync", action="store_true",
+                        help="run sync_node and fusion_node as two processes (the synchronized frames cross DDS; "
+                        "default: one sync_fusion_node process, as the launch files start them)")
     parser.add_argument("--glove-latency", type=float, default=0.0,
                         help="simulated glove data age, s (adds to the latency by construction; default 0)")
     parser.add_argument("--startup-timeout", type=float, default=240.0, help="longest wait for the first poses, s")
@@ -92,7 +95,10 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("bench graph", "need --duration > 0 and --warmup >= 0")
     if not 0.0 <= args.glove_latency <= 0.5:
         raise ConfigError("--glove-latency", f"must be in [0, 0.5] s, got {args.glove_latency}")
-    extra = node_parameter_overrides(args.param, [spec.executable for spec in sim_graph("", args.side)])
+    composed = not args.separate_sync
+    # --param names the node executables (sync_node, fusion_node), composed into one process or not
+    executables = [spec.executable for spec in sim_graph("", args.side, composed=False)]
+    extra = node_parameter_overrides(args.param, executables)
     model = demo.check_checkpoint(args.model or demo.default_model("avi_ht.pt"), "--model")
     progress = not args.no_progress
     if args.scenario:
@@ -108,12 +114,14 @@ def run(args: argparse.Namespace) -> int:
     from avi_ht_ros.nodes.graph_probe import GraphProbe
 
     logs = pathlib.Path(tempfile.mkdtemp(prefix="avi_ht_bench_graph_"))
-    probe = GraphProbe(args.side, timing=True)
+    # with the sync node in the fusion process, a probe subscribed to the synchronized frames would make
+    # the sync node build and send them (~300 kB each) for the probe alone: no sync stage then
+    probe = GraphProbe(args.side, timing=True, synced_frames=not composed)
     fusion = {"hand_scale": round(scenario.hand_scales[args.side], 4)} if args.side in scenario.hand_scales else {}
     fusion["inference_backend"] = args.inference_backend
     extra["fusion_node"] = {**fusion, **extra.get("fusion_node", {})}
     graph = GraphProcesses(sim_graph(bag, args.side, model_path=model, glove_latency_s=args.glove_latency,
-                                     extra=extra), logs, env)
+                                     extra=extra, composed=composed), logs, env)
 
     def check() -> None:
         if graph.failed():
@@ -182,11 +190,15 @@ def run(args: argparse.Namespace) -> int:
     result = {
         "duration_s": measured_s, "startup_s": startup_s, "scenario": str(bag), "model": model,
         "glove_latency_s": args.glove_latency, "ros_domain_id": domain_id, "load_average": list(load),
+        "processes_layout": "sync_fusion_node (one process)" if composed else "sync_node + fusion_node",
         "latency_ms": latency, "latency_labels": {k: STAGES[k] for k in latency},
         "rates_hz": {"camera": camera_published / diag_interval_s if np.isfinite(camera_published)
                      and diag_interval_s > 0 else len(infos) / measured_s,
                      "camera_nominal": 1e9 / scenario.frame_period_ns,
-                     "glove": probe.glove_samples / measured_s, "synced_frames": len(synced) / measured_s,
+                     "glove": probe.glove_samples / measured_s,
+                     # composed: the sync node's own count (nothing to receive), over its diagnostics interval
+                     "synced_frames": len(synced) / measured_s if not composed else
+                     _delta(sync_end, sync_start, "published") / (_delta(sync_end, sync_start, "_receive_ns") / 1e9),
                      "poses": len(poses) / measured_s, "joint_commands": len(probe.command_receive_ns) / measured_s},
         "frames": {"expected": expected_frames,
                    "node_counter_interval_s": diag_interval_s,
@@ -238,7 +250,8 @@ def format_result(result: dict) -> str:
     rates, frames = result["rates_hz"], result["frames"]
     lines = [f"avi-ht bench graph: {result['duration_s']:.1f} s measured after {result['startup_s']:.1f} s start-up; "
              f"camera {rates['camera_nominal']:.0f} Hz + glove 200 Hz (simulated, serial protocol over a pty), "
-             f"glove data age {1e3 * result['glove_latency_s']:.0f} ms; load average "
+             f"glove data age {1e3 * result['glove_latency_s']:.0f} ms; sync + fusion: {result['processes_layout']}; "
+             f"load average "
              + " ".join(f"{x:.2f}" for x in result["load_average"]), ""]
     rows = [[result["latency_labels"][k], str(v["n"]), _f(v["p50"]), _f(v["p90"]), _f(v["p99"]), _f(v["max"])]
             for k, v in result["latency_ms"].items()]

@@ -29,6 +29,7 @@ def _graph(context, sim_bag):
         launch_arguments={"camera_source": "sim", "sim_bag": str(sim_bag),
                           "sim_glove_latency_s": LaunchConfiguration("sim_glove_latency_s"),
                           "rviz": LaunchConfiguration("rviz"), "model_path": LaunchConfiguration("model_path"),
+                          "composed": LaunchConfiguration("composed"),
                           "right": "true", "left": "false"}.items())]
 
 
@@ -52,6 +53,8 @@ def generate_launch_description():
         DeclareLaunchArgument("sim_glove_latency_s", default_value="0.03",
                               description="glove data age: a camera-glove offset the synchronizer estimates"),
         DeclareLaunchArgument("model_path", default_value="", description="fusion model ('' = shipped)"),
+        DeclareLaunchArgument("composed", default_value="true",
+                              description="synchronizer and fusion in one process (false: two processes)"),
         DeclareLaunchArgument("rviz", default_value="true", description="start RViz"),
         OpaqueFunction(function=_start),
     ])

@@ -4,13 +4,14 @@
     ros2 launch avi_ht_ros teleop.launch.py left:=true glove_port_left:=/dev/ttyACM1
     ros2 launch avi_ht_ros teleop.launch.py camera_source:=sim sim_bag:=/path/to/seq   # simulated sources
 
-Per hand (namespace /right, /left): glove_driver_node, sync_node, fusion_node, retarget_node and a
-robot_state_publisher for the robot hand. Parameters come from config/<executable>.yaml, with the
+Per hand (namespace /right, /left): glove_driver_node, sync_node + fusion_node (in one
+sync_fusion_node process unless composed:=false), retarget_node and a robot_state_publisher for
+the robot hand. Parameters come from config/<executable>.yaml, with the
 per-hand values overridden here.
 """
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, GroupAction
-from launch.conditions import IfCondition
+from launch.conditions import IfCondition, UnlessCondition
 from launch.substitutions import Command, LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node, PushRosNamespace
 from launch_ros.descriptions import ParameterValue
@@ -27,6 +28,7 @@ def hand_group(side, default_port, default_robot_config, default_urdf):
     enabled = LaunchConfiguration(side)
     sim_bag = LaunchConfiguration("sim_bag")
     urdf = LaunchConfiguration(f"robot_urdf_{side}")
+    composed = LaunchConfiguration("composed")
     return [
         DeclareLaunchArgument(f"glove_port_{side}", default_value=default_port,
                               description=f"serial port of the {side} glove"),
@@ -41,10 +43,18 @@ def hand_group(side, default_port, default_robot_config, default_urdf):
                  parameters=[config("glove_driver_node.yaml"),
                              {"side": side, "serial.port": LaunchConfiguration(f"glove_port_{side}"),
                               "sim_bag": sim_bag, "sim_latency_s": LaunchConfiguration("sim_glove_latency_s")}]),
+            # synchronizer + fusion: one process by default (frames handed over by a function call),
+            # or two (composed:=false; the synchronized frames then cross DDS)
+            Node(package=PACKAGE, executable="sync_fusion_node", output="screen", condition=IfCondition(composed),
+                 parameters=[config("sync_node.yaml"), config("fusion_node.yaml"),
+                             {"side": side, "time_offset_mode": LaunchConfiguration("time_offset_mode"),
+                              "model_path": LaunchConfiguration("model_path")}]),
             Node(package=PACKAGE, executable="sync_node", name="glove_camera_sync", output="screen",
+                 condition=UnlessCondition(composed),
                  parameters=[config("sync_node.yaml"),
                              {"side": side, "time_offset_mode": LaunchConfiguration("time_offset_mode")}]),
             Node(package=PACKAGE, executable="fusion_node", name="hand_fusion", output="screen",
+                 condition=UnlessCondition(composed),
                  parameters=[config("fusion_node.yaml"),
                              {"side": side, "model_path": LaunchConfiguration("model_path")}]),
             Node(package=PACKAGE, executable="retarget_node", name="retarget", output="screen",
@@ -75,6 +85,9 @@ def generate_launch_description():
                               description="simulated glove data age (a camera-glove offset to estimate)"),
         DeclareLaunchArgument("model_path", default_value="", description="fusion model ('' = shipped)"),
         DeclareLaunchArgument("time_offset_mode", default_value="online", description="online | fixed"),
+        DeclareLaunchArgument("composed", default_value="true",
+                              description="synchronizer and fusion in one process (sync_fusion_node); "
+                                          "false: sync_node and fusion_node as separate processes"),
         DeclareLaunchArgument("rviz", default_value="true", description="start RViz"),
     ]
     camera = Node(package=PACKAGE, executable="camera_node", name="head_camera", output="screen",

@@ -23,3 +23,19 @@ def rclpy_context():
     rclpy.init(context=context)
     yield context
     context.try_shutdown()
+
+
+@pytest.fixture(scope="session")
+def untrained_avi_ht_checkpoint(tmp_path_factory):
+    """An untrained AVI-HT checkpoint (seed 0) for node tests: real inference, no trained weights."""
+    import torch
+
+    from avi_ht_ros.common.glove_model import GloveModel
+    from avi_ht_ros.models.checkpoint import save_checkpoint
+    from avi_ht_ros.models.config import ModelConfig
+    from avi_ht_ros.models.factory import build_model
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("model") / "avi_ht.pt"
+    save_checkpoint(path, build_model(ModelConfig(type="avi_ht"), GloveModel.reference()))
+    return path

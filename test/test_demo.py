@@ -80,4 +80,4 @@ def test_demo_runs_the_graph_records_everything_and_writes_the_report(tmp_path):
                   "/right/glove/time_offset", "/tf", "/tf_static", "/diagnostics"):
         assert recorded.get(topic, 0) > 0, topic
     assert all(code == 0 for code in report["graph"]["exit_codes"].values()), report["graph"]["exit_codes"]
-    assert set(report["graph"]["cpu"]) >= {"camera_node", "fusion_node", "recorder_node"}
+    assert set(report["graph"]["cpu"]) >= {"camera_node", "sync_fusion_node", "recorder_node"}

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 from rclpy.parameter import Parameter
 from sensor_msgs.msg import JointState
 from tf2_msgs.msg import TFMessage
@@ -11,11 +10,7 @@ from visualization_msgs.msg import MarkerArray
 
 from avi_ht_ros.common.camera import default_sim_camera
 from avi_ht_ros.common.errors import AviHtError
-from avi_ht_ros.common.glove_model import GloveModel
 from avi_ht_ros.io import convert
-from avi_ht_ros.models.checkpoint import save_checkpoint
-from avi_ht_ros.models.config import ModelConfig
-from avi_ht_ros.models.factory import build_model
 from avi_ht_ros.msg import HandPose, SyncedFrame
 from avi_ht_ros.nodes import base
 from avi_ht_ros.nodes.fusion_node import LATEST_FRAME_QOS, FusionNode
@@ -24,14 +19,6 @@ from avi_ht_ros.tracker.sync import ImuWindow
 from node_harness import Harness
 
 pytestmark = pytest.mark.ros
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("model") / "avi_ht.pt"
-    save_checkpoint(path, build_model(ModelConfig(type="avi_ht"), GloveModel.reference()))
-    return path
 
 
 def synced_frame(stamp_ns, camera, dead=()):
@@ -49,10 +36,11 @@ def synced_frame(stamp_ns, camera, dead=()):
     return convert.synced_frame_msg(image, info, "right", window, 1.0)
 
 
-def test_fusion_node_publishes_pose_joints_tf_markers(rclpy_context, checkpoint):
+def test_fusion_node_publishes_pose_joints_tf_markers(rclpy_context, untrained_avi_ht_checkpoint):
     camera = default_sim_camera()
     node = FusionNode(context=rclpy_context, namespace="right", parameter_overrides=[
-        Parameter("model_path", value=str(checkpoint)), Parameter("tracker.lost_sigma_m", value=1.0)])
+        Parameter("model_path", value=str(untrained_avi_ht_checkpoint)),
+        Parameter("tracker.lost_sigma_m", value=1.0)])
     h = Harness(rclpy_context, node)
     try:
         poses = h.collect(HandPose, "/right/hand_pose", base.RELIABLE_QOS)

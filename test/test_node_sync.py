@@ -11,7 +11,7 @@ from avi_ht_ros.io import convert
 from avi_ht_ros.msg import GloveSample, SyncedFrame
 from avi_ht_ros.nodes import base
 from avi_ht_ros.nodes.sync_node import SyncNode
-from node_harness import Harness
+from node_harness import Harness, feed_lockstep, sync_input_publishers
 from sensor_msgs.msg import CameraInfo, Image
 
 pytestmark = pytest.mark.ros
@@ -24,36 +24,17 @@ def test_sync_node_pairs_every_frame_with_its_window(rclpy_context):
     h = Harness(rclpy_context, node)
     try:
         frames = h.collect(SyncedFrame, "/right/synced_frame", base.RELIABLE_QOS)
-        image_pub = h.probe.create_publisher(Image, "/head_camera/image_raw", base.SENSOR_QOS)
-        info_pub = h.probe.create_publisher(CameraInfo, "/head_camera/camera_info", base.SENSOR_QOS)
-        glove_pub = h.probe.create_publisher(GloveSample, "/right/glove/samples", base.GLOVE_QOS)
-        h.spin_for(0.5)  # discovery
+        image_pub, info_pub, glove_pub = sync_input_publishers(h)
         camera = default_sim_camera()
         image = np.zeros((48, 64), np.uint8)
-        rng = np.random.default_rng(0)
-        stats = node.synchronizer.stats
         # Lockstep on stamps (a starved machine changes nothing): glove samples on a 200 Hz grid up
         # to 10 ms past each camera stamp, then the frame; each message is waited for.
         t0 = h.probe.get_clock().now().nanoseconds
         base.publish_serialized(info_pub, convert.camera_info_msg(t0, "head_camera_optical_frame",
                                                                   camera.to_camera_info_fields()))
         assert h.spin_until(lambda: node.camera_info is not None, 10.0)
-        seq = 0
         sent_frames = 60
-        for j in range(sent_frames):
-            camera_ns = t0 + 100_000_000 + j * 16_666_667
-            while t0 + seq * 5_000_000 <= camera_ns + 10_000_000:
-                stamp = t0 + seq * 5_000_000
-                before = stats.glove_samples
-                base.publish_serialized(glove_pub, convert.glove_sample_msg(
-                    stamp, "right", glove.frame_ids("right"), rng.normal(0, 0.1, (12, 3)) + [0, 0, 9.81],
-                    rng.normal(0, 0.1, (12, 3)), np.zeros(12), seq, stamp // 1000))
-                seq += 1
-                assert h.spin_until(lambda: stats.glove_samples > before, 10.0), "glove sample not received"
-            before = stats.camera_frames
-            base.publish_serialized(image_pub, convert.image_msg(camera_ns, "head_camera_optical_frame", image))
-            assert h.spin_until(lambda: stats.camera_frames > before, 10.0), "image not received"
-            assert h.spin_until(lambda: node.published + stats.frames_dropped == stats.camera_frames, 10.0)
+        feed_lockstep(h, node, image_pub, glove_pub, glove, t0, sent_frames, image)
         assert h.spin_until(lambda: len(frames) >= node.published, 10.0)
         assert len(frames) == sent_frames, (len(frames), sent_frames, node.synchronizer.stats)
         msgs = [convert.deserialize(f, convert.SYNCED_FRAME) for f in frames]

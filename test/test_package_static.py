@@ -165,11 +165,11 @@ def _config_files(node_kwargs) -> list[str]:
 
 
 def test_launch_parameters_and_config_files_match_what_nodes_declare():
-    from avi_ht_ros.nodes.params_cli import declared_parameters
+    from avi_ht_ros.nodes.params_cli import config_files, declared_parameters
 
     nodes = launch_nodes()
     assert {kwargs["executable"].value for _, kwargs in nodes} == {
-        "camera_node", "glove_driver_node", "sync_node", "fusion_node", "retarget_node"}
+        "camera_node", "glove_driver_node", "sync_node", "fusion_node", "sync_fusion_node", "retarget_node"}
     for path, kwargs in nodes:
         executable = kwargs["executable"].value
         declared = declared_parameters(executable)
@@ -177,14 +177,24 @@ def test_launch_parameters_and_config_files_match_what_nodes_declare():
             unknown = set(keys) - set(declared)
             assert not unknown, f"{path.name}: {executable} does not declare {sorted(unknown)}"
         files = _config_files(kwargs)
-        assert files == [f"{executable}.yaml"], f"{path.name}: {executable} should load config/{executable}.yaml"
-        document = yaml.safe_load((ROOT / "config" / files[0]).read_text())
-        in_file = document["/**"]["ros__parameters"]
-        assert set(in_file) == set(declared), f"config/{files[0]} out of date: `avi-ht params {executable} --yaml`"
-        for name, value in in_file.items():
-            default = declared[name]
-            assert type(value) is type(default) or (isinstance(default, float) and isinstance(value, int)), \
-                f"config/{files[0]}: {name} has type {type(value).__name__}, node declares {type(default).__name__}"
+        assert files == config_files(executable), f"{path.name}: {executable} should load {config_files(executable)}"
+        for file in files:
+            of_node = declared_parameters(file.removesuffix(".yaml"))
+            document = yaml.safe_load((ROOT / "config" / file).read_text())
+            in_file = document["/**"]["ros__parameters"]
+            assert set(in_file) == set(of_node), f"config/{file} out of date: `avi-ht params {file[:-5]} --yaml`"
+            for name, value in in_file.items():
+                default = of_node[name]
+                assert type(value) is type(default) or (isinstance(default, float) and isinstance(value, int)), \
+                    f"config/{file}: {name} has type {type(value).__name__}, node declares {type(default).__name__}"
+
+
+def test_a_composed_executable_is_launched_without_a_node_name():
+    """``-r __node:=`` would give every node of the process that one name."""
+    from avi_ht_ros.nodes.params_cli import COMPOSED
+
+    launched = [kwargs for _, kwargs in launch_nodes() if kwargs["executable"].value in COMPOSED]
+    assert launched and all("name" not in kwargs for kwargs in launched)
 
 
 def test_launch_default_files_exist():
@@ -230,9 +240,12 @@ def test_wheel_mode_graph_runner_starts_what_the_launch_files_start():
     from avi_ht_ros.graph import sim_graph
     from avi_ht_ros.nodes.params_cli import declared_parameters
 
-    specs = sim_graph("/nonexistent/bag", "right")
-    launched = {(kwargs["executable"].value, kwargs["name"].value) for _, kwargs in launch_nodes()}
+    specs = sim_graph("/nonexistent/bag", "right") + sim_graph("/nonexistent/bag", "right", composed=False)
+    launched = {(kwargs["executable"].value, getattr(kwargs.get("name"), "value", None))
+                for _, kwargs in launch_nodes()}
     assert {(s.executable, s.name) for s in specs} == launched
+    assert "sync_fusion_node" in {s.executable for s in sim_graph("/nonexistent/bag", "right")}, \
+        "sim_graph's default is the launch files' default (composed:=true)"
     for spec in specs:
         unknown = {k for k, _ in spec.parameters} - set(declared_parameters(spec.executable))
         assert not unknown, f"graph.sim_graph passes undeclared {spec.executable} parameters {unknown}"

@@ -14,7 +14,7 @@ import math
 import os
 import sys
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import rclpy
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
@@ -189,48 +189,55 @@ def default_executor(context=None) -> Any:
     return SingleThreadedExecutor(context=context)
 
 
-def spin(node: Node, executor: Any) -> None:
-    """Spin ``node`` on ``executor`` until its context shuts down, in bounded waits.
+def spin(nodes: Node | Sequence[Node], executor: Any) -> None:
+    """Spin ``nodes`` (one node, or the nodes of one process) on ``executor`` until its context
+    shuts down, in bounded waits.
 
     Bounded because rclpy's events executor, which runs the callbacks of timers and
     subscriptions from C++ (CPU measured with ``avi-ht bench graph``: see README), keeps the
     GIL busy in an unbounded ``spin_once()`` (what ``rclpy.spin`` calls), and its ``spin()``
     ran no timer in rclpy 9.1."""
-    executor.add_node(node)
+    nodes = [nodes] if isinstance(nodes, Node) else list(nodes)
+    for node in nodes:
+        executor.add_node(node)
     try:
         while executor.context.ok():
             executor.spin_once(timeout_sec=_SPIN_WAIT_S)
     except ExternalShutdownException:
         pass  # the context shut down during a wait: the normal end
     finally:
-        executor.remove_node(node)
+        for node in nodes:
+            executor.remove_node(node)
 
 
-def run_node(make_node: Callable[[], Node], args: list[str] | None = None,
+def run_node(make_node: Callable[[], Node | Sequence[Node]], args: list[str] | None = None,
              make_executor: Callable[[], Any] | None = None) -> int:
-    """``main()`` body shared by every node: init, spin, clean shutdown, clear errors.
+    """``main()`` body shared by every node executable: init, spin, clean shutdown, clear errors.
 
-    ``make_executor`` (default: :func:`default_executor`, the choice of :func:`executor_kind`) is
-    called after ``rclpy.init``.
+    ``make_node`` returns the node, or the nodes one process runs (``sync_fusion_node``), all
+    spun by one executor. ``make_executor`` (default: :func:`default_executor`, the choice of
+    :func:`executor_kind`) is called after ``rclpy.init``.
     """
     rclpy.init(args=args)
-    node = executor = None
+    nodes: list[Node] = []
+    executor = None
     try:
-        node = make_node()
+        made = make_node()
+        nodes = [made] if isinstance(made, Node) else list(made)
         executor = make_executor() if make_executor is not None else default_executor()
-        spin(node, executor)
+        spin(nodes, executor)
         return 0
     except (KeyboardInterrupt, ExternalShutdownException):
         return 0
     except AviHtError as exc:
         # a node that failed to start has no name yet: name the executable instead
-        name = node.get_name() if node is not None else os.path.basename(sys.argv[0] or "avi_ht_ros")
+        name = nodes[0].get_name() if nodes else os.path.basename(sys.argv[0] or "avi_ht_ros")
         print(f"[{name}] error: {exc}", file=sys.stderr)
         return 2
     finally:
         if executor is not None:
             executor.shutdown()
-        if node is not None:
+        for node in nodes:
             node.destroy_node()
         rclpy.try_shutdown()
 

@@ -5,7 +5,8 @@ online tracker evaluation runs): the crop follows the previous estimate, the
 recurrent state is carried frame to frame, missing glove data degrades to
 vision-only. Optional One-Euro smoothing of the published pose.
 
-Subscribes ``synced_frame``; publishes ``hand_pose``, ``hand_joint_states``
+Subscribes ``synced_frame`` (or, inside ``sync_fusion_node``, is handed each synchronized frame
+by the sync node in the same process: :meth:`FusionNode.on_synced`); publishes ``hand_pose``, ``hand_joint_states``
 (the 22 human joints), TF (camera → ``<side>_wrist`` → every bone), static TF of
 the glove IMU mounts, ``hand_markers`` and ``/diagnostics`` (rate, latency,
 dropped frames, inference time).
@@ -39,6 +40,8 @@ from avi_ht_ros.msg import HandPose, SyncedFrame
 from avi_ht_ros.nodes import base
 from avi_ht_ros.nodes.tf_publisher import TfPublisher
 from avi_ht_ros.tracker.one_euro import OneEuroConfig, OneEuroFilter
+from avi_ht_ros.tracker.preprocess import window_dict
+from avi_ht_ros.tracker.sync import ImuWindow
 from avi_ht_ros.tracker.tracker import HandTracker, TrackerConfig
 
 # The newest frame only: if inference falls behind, older frames are dropped (and counted
@@ -104,7 +107,10 @@ class FusionNode(Node):
         self.diag_pub = self.create_publisher(DiagnosticArray, topics.DIAGNOSTICS, base.RELIABLE_QOS)
         self.tf = TfPublisher(self)
         self.tf.send_static(hand_viz.imu_mount_transforms(self.glove, self.side, self.params.hand_scale))
-        self.create_subscription(SyncedFrame, topics.SYNCED_FRAME, self.on_synced_frame, LATEST_FRAME_QOS, raw=True)
+        # (sync_fusion_node destroys it: there the sync node calls on_synced, and a subscription here
+        # would make it build every frame's message for this node)
+        self.synced_subscription = self.create_subscription(SyncedFrame, topics.SYNCED_FRAME, self.on_synced_frame,
+                                                            LATEST_FRAME_QOS, raw=True)
         self.create_timer(1.0, self.publish_diagnostics)
         self.get_logger().info(f"{self.model_type} model {model_path} tracking the {self.side} hand "
                                f"(inference: {self.backend})")
@@ -119,9 +125,34 @@ class FusionNode(Node):
         return self.tracker
 
     def on_synced_frame(self, data: bytes) -> None:
+        """A SyncedFrame from the ``synced_frame`` topic (the sync node in another process)."""
         started = time.perf_counter()
         msg = convert.deserialize(data, convert.SYNCED_FRAME)
-        stamp_ns = convert.stamp_ns_of(msg.header.stamp)
+        try:
+            image, window = convert.image_from_msg(msg.image), convert.window_arrays_from_synced_frame(msg)
+        except ValueError as exc:
+            self.reject(exc)
+            return
+        self.track(started, msg.header, image, window, msg.camera_info)
+
+    def on_synced(self, image_msg, camera_info, window: ImuWindow) -> None:
+        """A synchronized frame handed over in-process (``sync_fusion_node``): the image and camera
+        info messages and the :class:`ImuWindow` the synchronizer built, no (de)serialization."""
+        started = time.perf_counter()
+        try:
+            image = convert.image_from_msg(image_msg)
+        except ValueError as exc:
+            self.reject(exc)
+            return
+        self.track(started, image_msg.header, image, window_dict(window), camera_info)
+
+    def reject(self, reason: Exception) -> None:
+        self.rejected += 1
+        self.get_logger().warning(f"rejected synced frame: {reason}", throttle_duration_sec=2.0)
+
+    def track(self, started: float, header, image: np.ndarray, window: dict, camera_info) -> None:
+        """Track one synchronized frame and publish the estimate (``started``: perf_counter at arrival)."""
+        stamp_ns = convert.stamp_ns_of(header.stamp)
         if self.last_stamp_ns is not None:
             if stamp_ns <= self.last_stamp_ns:
                 self.rejected += 1  # out of order: never track backwards
@@ -130,12 +161,9 @@ class FusionNode(Node):
             self.dropped += max(0, int(round(gap * 60.0)) - 1)
         self.last_stamp_ns = stamp_ns
         try:
-            image = convert.image_from_msg(msg.image)
-            window = convert.window_arrays_from_synced_frame(msg)
-            tracker = self._tracker_for(msg.camera_info)
+            tracker = self._tracker_for(camera_info)
         except ValueError as exc:
-            self.rejected += 1
-            self.get_logger().warning(f"rejected synced frame: {exc}", throttle_duration_sec=2.0)
+            self.reject(exc)
             return
         if window["status"].shape[1] != self.glove.num_sensors:
             window = None  # another glove's data: track vision-only rather than mis-assign sensors
@@ -148,7 +176,7 @@ class FusionNode(Node):
                                     f"far): {type(exc).__name__}: {exc}", throttle_duration_sec=2.0)
             return
         self.inference_ms.append((time.perf_counter() - started) * 1e3)
-        self.publish_estimate(msg.header.frame_id, estimate)
+        self.publish_estimate(header.frame_id, estimate)
         self.latency_ms.append((base.now_ns(self) - stamp_ns) / 1e6)
         self.frames += 1
         self.states[estimate.tracking_state] += 1

@@ -5,7 +5,8 @@ process to watch the graph the separate node processes form. It keeps
 
 * the last ``/diagnostics`` status of every node (``diagnostics``: name -> :class:`Status`),
 * ``{camera stamp: receive time}`` of the hand poses (and, with ``timing=True``, of the
-  camera infos and synchronized frames) read from the CDR header without decoding,
+  camera infos and, unless ``synced_frames=False``, the synchronized frames) read from the CDR
+  header without decoding,
 * the receive times of the joint commands and the number of glove samples (``timing=True``).
 
 Receive times are ``time.time_ns()`` (the clock the camera stamps with).
@@ -44,7 +45,8 @@ class Status:
 class GraphProbe:
     """Subscribes to a hand's outputs and every node's diagnostics; :meth:`spin_until` drives it."""
 
-    def __init__(self, side: str = "right", timing: bool = False, context: rclpy.Context | None = None):
+    def __init__(self, side: str = "right", timing: bool = False, context: rclpy.Context | None = None,
+                 synced_frames: bool = True):
         self._own_context = context is None
         self.context = context or rclpy.Context()
         if self._own_context:
@@ -70,8 +72,9 @@ class GraphProbe:
         if timing:
             node.create_subscription(CameraInfo, topics.CAMERA_INFO, self._stamped(self.camera_infos),
                                      base.SENSOR_QOS, raw=True)
-            node.create_subscription(SyncedFrame, topics.hand_topic(side, topics.SYNCED_FRAME),
-                                     self._stamped(self.synced), base.SENSOR_QOS, raw=True)
+            if synced_frames:
+                node.create_subscription(SyncedFrame, topics.hand_topic(side, topics.SYNCED_FRAME),
+                                         self._stamped(self.synced), base.SENSOR_QOS, raw=True)
             node.create_subscription(JointState, topics.hand_topic(side, topics.ROBOT_JOINT_COMMANDS),
                                      self._on_command, _POSE_QOS, raw=True)
             node.create_subscription(GloveSample, topics.hand_topic(side, topics.GLOVE_SAMPLES), self._on_glove,

@@ -18,15 +18,41 @@ NODE_MODULES = {
     "recorder_node": "avi_ht_ros.nodes.recorder_node",
 }
 
+#: executables that run several of the nodes above in one process -> those nodes' executables
+#: (parameters: the union, from each node's config file)
+COMPOSED = {"sync_fusion_node": ("sync_node", "fusion_node")}
+
+
+def node_executables(executable: str) -> tuple[str, ...]:
+    """The node executables whose nodes ``executable`` runs (itself, unless it is composed)."""
+    if executable in COMPOSED:
+        return COMPOSED[executable]
+    if executable not in NODE_MODULES:
+        raise KeyError(f"unknown node executable {executable!r}")
+    return (executable,)
+
+
+def config_files(executable: str) -> list[str]:
+    """The config/ parameter files ``executable`` loads (launch files, :mod:`avi_ht_ros.graph`)."""
+    return [f"{name}.yaml" for name in node_executables(executable)]
+
 
 def parameter_sets(executable: str):
     return importlib.import_module(NODE_MODULES[executable]).PARAMETER_SETS
 
 
 def declared_parameters(executable: str) -> dict[str, object]:
-    """``{full parameter name: default}`` a node declares."""
-    return {prefix + spec.name: spec.ros_default for prefix, cls in parameter_sets(executable)
-            for spec in param_specs(cls)}
+    """``{full parameter name: default}`` a node declares (a composed executable: all its nodes';
+    a name two of them declare has one default)."""
+    declared: dict[str, object] = {}
+    for node in node_executables(executable):
+        for prefix, cls in parameter_sets(node):
+            for spec in param_specs(cls):
+                name = prefix + spec.name
+                if name in declared and declared[name] != spec.ros_default:
+                    raise ValueError(f"{executable}: {name} has defaults {declared[name]!r} and {spec.ros_default!r}")
+                declared[name] = spec.ros_default
+    return declared
 
 
 def defaults_yaml(executable: str) -> str:

@@ -7,12 +7,15 @@ and the evaluation replay bags through), and
 
 Subscribes: ``/head_camera/image_raw``, ``/head_camera/camera_info``,
 ``glove/samples``, ``hand_pose`` (wrist rotation for the online offset).
-Publishes: ``synced_frame``, ``glove/time_offset``, ``/diagnostics``.
+Publishes: ``synced_frame`` (built only while it has a subscriber), ``glove/time_offset``,
+``/diagnostics``; in ``sync_fusion_node`` it hands every synchronized frame to the fusion node in
+the same process (:attr:`SyncNode.frame_sink`) instead of through the topic.
 Run it in the hand's namespace (``/left`` or ``/right``).
 """
 from __future__ import annotations
 
 import dataclasses
+from typing import Any, Callable
 
 from rclpy.node import Node
 
@@ -23,7 +26,7 @@ from avi_ht_ros.common.paths import config_path
 from avi_ht_ros.io import convert
 from avi_ht_ros.msg import GloveSample, HandPose, TimeOffset
 from avi_ht_ros.nodes import base
-from avi_ht_ros.tracker.sync import SyncConfig, live_synchronizer
+from avi_ht_ros.tracker.sync import ImuWindow, SyncConfig, live_synchronizer
 from avi_ht_ros.tracker.time_offset import TimeOffsetConfig, TimeOffsetEstimator
 from sensor_msgs.msg import CameraInfo, Image
 from diagnostic_msgs.msg import DiagnosticArray
@@ -61,6 +64,9 @@ class SyncNode(Node):
         self.frames_without_camera_info = 0
         self.published = 0
         self.rate = base.RateMeter()
+        # in-process consumer of every synchronized frame, called as sink(image_msg, camera_info_msg,
+        # ImuWindow) before the topic is published (sync_fusion_node sets it to FusionNode.on_synced)
+        self.frame_sink: Callable[[Any, Any, ImuWindow], None] | None = None
 
         self.synced_pub = self.create_publisher(SyncedFrame, topics.SYNCED_FRAME, base.RELIABLE_QOS)
         self.offset_pub = self.create_publisher(TimeOffset, topics.TIME_OFFSET, base.RELIABLE_QOS)
@@ -123,9 +129,14 @@ class SyncNode(Node):
                 continue
             estimate = self.offset_estimator.estimate
             confidence = estimate.confidence if self.params.time_offset_mode == "online" else 1.0
-            msg = convert.synced_frame_msg(result.payload, self.camera_info, self.params.side, result.window,
-                                           confidence)
-            base.publish_serialized(self.synced_pub, msg)
+            if self.frame_sink is not None:
+                self.frame_sink(result.payload, self.camera_info, result.window)
+            # the ~300 kB message is built only for a subscriber (the fusion node in another process,
+            # a recorder, a probe): with none (the fusion node in this process) it would go nowhere
+            if self.synced_pub.get_subscription_count() > 0:
+                msg = convert.synced_frame_msg(result.payload, self.camera_info, self.params.side, result.window,
+                                               confidence)
+                base.publish_serialized(self.synced_pub, msg)
             self.published += 1
             self.rate.tick()
 

@@ -1,0 +1,100 @@
+"""sync_fusion_node with real rclpy: camera + glove streams in, hand poses out, no SyncedFrame hop."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from rclpy.parameter import Parameter
+
+from avi_ht_ros.common.camera import default_sim_camera
+from avi_ht_ros.common.glove_model import GloveModel
+from avi_ht_ros.io import convert
+from avi_ht_ros.msg import HandPose, SyncedFrame
+from avi_ht_ros.nodes import base
+from avi_ht_ros.nodes.sync_fusion_node import make_nodes
+from node_harness import Harness, feed_lockstep, sync_input_publishers
+
+pytestmark = pytest.mark.ros
+
+
+def test_frames_reach_the_fusion_node_in_process_and_the_topic_only_for_a_subscriber(rclpy_context,
+                                                                                     untrained_avi_ht_checkpoint):
+    glove = GloveModel.reference()
+    camera = default_sim_camera()
+    sync, fusion = make_nodes(context=rclpy_context, namespace="right", parameter_overrides=[
+        Parameter("time_offset_mode", value="fixed"), 
+        Parameter("model_path", value=str(untrained_avi_ht_checkpoint)),
+        Parameter("tracker.lost_sigma_m", value=1.0)])
+    assert (sync.get_name(), fusion.get_name()) == ("glove_camera_sync", "hand_fusion")
+    assert sync.frame_sink == fusion.on_synced
+    h = Harness(rclpy_context, sync, fusion)
+    try:
+        poses = h.collect(HandPose, "/right/hand_pose", base.RELIABLE_QOS)
+        image_pub, info_pub, glove_pub = sync_input_publishers(h)
+        t0 = h.probe.get_clock().now().nanoseconds
+        base.publish_serialized(info_pub, convert.camera_info_msg(t0, "head_camera_optical_frame",
+                                                                  camera.to_camera_info_fields()))
+        assert h.spin_until(lambda: sync.camera_info is not None, 10.0)
+        image = np.full((camera.height, camera.width), 90, np.uint8)
+        built = []
+        make_msg = convert.synced_frame_msg
+
+        def counting_synced_frame_msg(*args, **kwargs):
+            built.append(1)
+            return make_msg(*args, **kwargs)
+
+        convert.synced_frame_msg = counting_synced_frame_msg
+        try:
+            # nobody subscribes to synced_frame: every frame goes to the fusion node by a call, none is built
+            assert sync.synced_pub.get_subscription_count() == 0
+            feed_lockstep(h, sync, image_pub, glove_pub, glove, t0, 12, image)
+            assert sync.published == 12 and fusion.frames == 12 and not built
+            assert h.spin_until(lambda: len(poses) == 12, 10.0)
+            stamps = [convert.stamp_ns_of(convert.deserialize(p, convert.HAND_POSE).header.stamp) for p in poses]
+            assert stamps == [t0 + 100_000_000 + j * 16_666_667 for j in range(12)]
+            # an observer (a recorder, a probe) subscribes: the topic carries the frames again, and the
+            # fusion node still gets each frame once, in-process
+            observed = h.collect(SyncedFrame, "/right/synced_frame", base.RELIABLE_QOS)
+            assert h.spin_until(lambda: sync.synced_pub.get_subscription_count() == 1, 10.0)
+            # (the glove grid goes on from 300 ms, after the last sample sent; frames go on at 300 ms)
+            feed_lockstep(h, sync, image_pub, glove_pub, glove, t0 + 300_000_000, 6, image, seed=1, first_frame_ns=0)
+            assert h.spin_until(lambda: len(observed) == 6 and len(poses) == 18, 10.0)
+            assert len(built) == 6 and fusion.frames == 18 and fusion.dropped == 0 and fusion.rejected == 0
+        finally:
+            convert.synced_frame_msg = make_msg
+    finally:
+        h.close()
+
+
+def test_the_installed_executable_runs_both_nodes_and_stops_on_sigint(rclpy_context, tmp_path,
+                                                                     untrained_avi_ht_checkpoint):
+    """What ``ros2 launch`` starts: both config files loaded, both nodes up under their own names
+    in the namespace, parameters reaching each node, exit 0 on SIGINT."""
+    from rcl_interfaces.srv import GetParameters
+
+    from avi_ht_ros.graph import GraphProcesses, NodeProcessSpec
+
+    model = str(untrained_avi_ht_checkpoint)
+    spec = NodeProcessSpec("sync_fusion_node", None, "right", (
+        ("model_path", model), ("sync.max_wait_s", 0.02), ("smoothing", False)))
+    assert spec.command().count("--params-file") == 2 and "__node:=" not in " ".join(spec.command())
+    graph = GraphProcesses([spec], tmp_path).start()
+    h = Harness(rclpy_context)
+    try:
+        def get(node: str, names: list[str]):
+            client = h.probe.create_client(GetParameters, f"/right/{node}/get_parameters")
+            assert h.spin_until(client.service_is_ready, 60.0), f"{node}: parameter service never came up"
+            future = client.call_async(GetParameters.Request(names=names))
+            assert h.spin_until(future.done, 10.0)
+            return [v for v in future.result().values]
+
+        sync_values = get("glove_camera_sync", ["sync.max_wait_s", "side", "poll_rate_hz"])
+        assert [sync_values[0].double_value, sync_values[1].string_value, sync_values[2].double_value] == \
+            [0.02, "right", 100.0]
+        fusion_values = get("hand_fusion", ["smoothing", "model_path", "side"])
+        assert [fusion_values[0].bool_value, fusion_values[1].string_value, fusion_values[2].string_value] == \
+            [False, model, "right"]
+        assert not graph.failed()
+    finally:
+        h.close()
+        codes = graph.stop()
+    assert list(codes.values()) == [0], codes
