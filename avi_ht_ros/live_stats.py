@@ -125,6 +125,7 @@ def latency_stats(values_ms: np.ndarray | list) -> dict[str, float]:
 #: Stages of :func:`stage_latencies`, in pipeline order, with their table labels.
 STAGES: dict[str, str] = {
     "camera_publish": "camera stamp -> image received",
+    "camera_info": "camera stamp -> camera info received (published just after the image)",
     "sync": "camera stamp -> synced frame received",
     "fusion": "synced frame -> hand pose received",
     "retarget": "hand pose -> next joint command received",

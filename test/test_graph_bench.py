@@ -31,7 +31,7 @@ def test_bench_graph_prints_and_writes_its_figures(tmp_path, separate):
     assert data["latency_ms"]["end_to_end_pose"]["n"] > 0
     # the sync -> fusion split is seen only where the synchronized frames cross DDS
     stages = {"retarget", "end_to_end_command"} | ({"sync", "fusion"} if separate else set())
-    assert set(data["latency_ms"]) == stages | {"end_to_end_pose"}
+    assert set(data["latency_ms"]) == stages | {"camera_info", "end_to_end_pose"}
     assert {"camera", "glove", "poses", "synced_frames", "joint_commands"} <= set(data["rates_hz"])
     # --param reached the node: without command_on_pose only the 100 Hz timer commands
     assert 0 < data["rates_hz"]["joint_commands"] <= 102, data["rates_hz"]

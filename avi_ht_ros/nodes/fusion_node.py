@@ -93,7 +93,8 @@ class FusionNode(Node):
         self.inference_errors = 0
         self.marker_arrays = 0
         self.last_stamp_ns: int | None = None
-        self.latency_ms: collections.deque[float] = collections.deque(maxlen=600)
+        self.latency_ms: collections.deque[float] = collections.deque(maxlen=600)       # stamp -> published
+        self.input_latency_ms: collections.deque[float] = collections.deque(maxlen=600)  # stamp -> frame here
         self.inference_ms: collections.deque[float] = collections.deque(maxlen=600)
         self.states: collections.Counter = collections.Counter()
         self.rate = base.RateMeter()
@@ -153,6 +154,7 @@ class FusionNode(Node):
     def track(self, started: float, header, image: np.ndarray, window: dict, camera_info) -> None:
         """Track one synchronized frame and publish the estimate (``started``: perf_counter at arrival)."""
         stamp_ns = convert.stamp_ns_of(header.stamp)
+        self.input_latency_ms.append((base.now_ns(self) - stamp_ns) / 1e6)
         if self.last_stamp_ns is not None:
             if stamp_ns <= self.last_stamp_ns:
                 self.rejected += 1  # out of order: never track backwards
@@ -216,6 +218,7 @@ class FusionNode(Node):
 
     def publish_diagnostics(self) -> None:
         latency = np.array(self.latency_ms) if self.latency_ms else np.zeros(1)
+        input_latency = np.array(self.input_latency_ms) if self.input_latency_ms else np.zeros(1)
         inference = np.array(self.inference_ms) if self.inference_ms else np.zeros(1)
         names = {HandPose.TRACKING_LOST: "lost", HandPose.TRACKING_OK: "ok", HandPose.TRACKING_VISION_ONLY:
                  "vision_only", HandPose.TRACKING_IMU_ONLY: "imu_only", HandPose.TRACKING_DEGRADED: "degraded"}
@@ -225,6 +228,10 @@ class FusionNode(Node):
                   "inference_errors": self.inference_errors,
                   "latency_ms_p50": f"{np.percentile(latency, 50):.2f}",
                   "latency_ms_p99": f"{np.percentile(latency, 99):.2f}",
+                  # camera stamp -> synchronized frame in this node (the sync node's wait for the glove
+                  # window, plus the DDS hop when the two run as separate processes)
+                  "input_latency_ms_p50": f"{np.percentile(input_latency, 50):.2f}",
+                  "input_latency_ms_p99": f"{np.percentile(input_latency, 99):.2f}",
                   "inference_ms_p50": f"{np.percentile(inference, 50):.2f}",
                   "inference_ms_p99": f"{np.percentile(inference, 99):.2f}"}
         values.update({f"state.{names[k]}": v for k, v in self.states.items()})
