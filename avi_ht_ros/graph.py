@@ -26,6 +26,7 @@ class NodeProcessSpec:
     name: str | None          # node name remap; None for a process running several nodes (their own names)
     namespace: str = ""
     parameters: tuple[tuple[str, object], ...] = ()
+    prefix: tuple[str, ...] = ()  # command the executable runs under, e.g. ("taskset", "-c", "1") (launch_ros: prefix=)
 
     @property
     def label(self) -> str:
@@ -35,7 +36,7 @@ class NodeProcessSpec:
     def command(self) -> list[str]:
         from avi_ht_ros.nodes.params_cli import config_files
 
-        args = [str(executable_path(self.executable)), "--ros-args"]
+        args = [*self.prefix, str(executable_path(self.executable)), "--ros-args"]
         if self.name:
             args += ["-r", f"__node:={self.name}"]
         if self.namespace:

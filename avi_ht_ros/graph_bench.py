@@ -20,9 +20,11 @@ frame's instant, so any glove data age adds to the end-to-end latency by constru
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import pathlib
+import shlex
 import sys
 import tempfile
 import time
@@ -51,6 +53,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--param", action="append", default=[], metavar="NODE:NAME=VALUE",
                         help="set a node parameter for an A/B, e.g. retarget_node:command_on_pose=false "
                         "(VALUE read as YAML; repeatable; checked by the node like any parameter)")
+    parser.add_argument("--prefix", action="append", default=[], metavar="EXECUTABLE=COMMAND",
+                        help="run a node process under COMMAND, like launch_ros's prefix= (e.g. "
+                        "'sync_fusion_node=taskset -c 1' to give it a core of its own; repeatable; the executable "
+                        "names of the layout run: sync_fusion_node, or sync_node and fusion_node with --separate-sync)")
     parser.add_argument("--separate-sync", action="store_true",
                         help="run sync_node and fusion_node as two processes (the synchronized frames cross DDS; "
                         "default: one sync_fusion_node process, as the launch files start them)")
@@ -78,6 +84,23 @@ def node_parameter_overrides(settings: list[str], executables: list[str]) -> dic
     return overrides
 
 
+def process_prefixes(settings: list[str], executables: list[str]) -> dict[str, tuple[str, ...]]:
+    """``--prefix EXECUTABLE=COMMAND`` entries as ``{executable: argv}``; a malformed entry, an
+    executable not in the graph or an empty command is a :class:`ConfigError`."""
+    prefixes: dict[str, tuple[str, ...]] = {}
+    for setting in settings:
+        executable, _, command = setting.partition("=")
+        try:
+            argv = tuple(shlex.split(command))
+        except ValueError as exc:
+            raise ConfigError("--prefix", f"{setting!r}: {exc}") from None
+        if executable.strip() not in executables or not argv:
+            raise ConfigError("--prefix", f"expected EXECUTABLE=COMMAND with EXECUTABLE one of "
+                                          f"{', '.join(executables)}, got {setting!r}")
+        prefixes[executable.strip()] = argv
+    return prefixes
+
+
 def _delta(end: dict | None, start: dict | None, key: str) -> float:
     try:
         return float((end or {}).get(key, "nan")) - float((start or {}).get(key, 0) if start else 0)
@@ -99,6 +122,7 @@ def run(args: argparse.Namespace) -> int:
     # --param names the node executables (sync_node, fusion_node), composed into one process or not
     executables = [spec.executable for spec in sim_graph("", args.side, composed=False)]
     extra = node_parameter_overrides(args.param, executables)
+    prefixes = process_prefixes(args.prefix, [spec.executable for spec in sim_graph("", args.side, composed=composed)])
     model = demo.check_checkpoint(args.model or demo.default_model("avi_ht.pt"), "--model")
     progress = not args.no_progress
     if args.scenario:
@@ -120,8 +144,10 @@ def run(args: argparse.Namespace) -> int:
     fusion = {"hand_scale": round(scenario.hand_scales[args.side], 4)} if args.side in scenario.hand_scales else {}
     fusion["inference_backend"] = args.inference_backend
     extra["fusion_node"] = {**fusion, **extra.get("fusion_node", {})}
-    graph = GraphProcesses(sim_graph(bag, args.side, model_path=model, glove_latency_s=args.glove_latency,
-                                     extra=extra, composed=composed), logs, env)
+    specs = [dataclasses.replace(spec, prefix=prefixes.get(spec.executable, ()))
+             for spec in sim_graph(bag, args.side, model_path=model, glove_latency_s=args.glove_latency, extra=extra,
+                                   composed=composed)]
+    graph = GraphProcesses(specs, logs, env)
 
     def check() -> None:
         if graph.failed():
@@ -193,6 +219,7 @@ def run(args: argparse.Namespace) -> int:
         "duration_s": measured_s, "startup_s": startup_s, "scenario": str(bag), "model": model,
         "glove_latency_s": args.glove_latency, "ros_domain_id": domain_id, "load_average": list(load),
         "processes_layout": "sync_fusion_node (one process)" if composed else "sync_node + fusion_node",
+        "prefixes": {executable: " ".join(argv) for executable, argv in prefixes.items()},
         "latency_ms": latency, "latency_labels": {k: STAGES[k] for k in latency},
         "rates_hz": {"camera": camera_published / diag_interval_s if np.isfinite(camera_published)
                      and diag_interval_s > 0 else len(infos) / measured_s,
@@ -254,6 +281,7 @@ def format_result(result: dict) -> str:
     lines = [f"avi-ht bench graph: {result['duration_s']:.1f} s measured after {result['startup_s']:.1f} s start-up; "
              f"camera {rates['camera_nominal']:.0f} Hz + glove 200 Hz (simulated, serial protocol over a pty), "
              f"glove data age {1e3 * result['glove_latency_s']:.0f} ms; sync + fusion: {result['processes_layout']}; "
+             + "".join(f"{e} under '{c}'; " for e, c in result.get("prefixes", {}).items()) +
              f"load average "
              + " ".join(f"{x:.2f}" for x in result["load_average"]), ""]
     rows = [[result["latency_labels"][k], str(v["n"]), _f(v["p50"]), _f(v["p90"]), _f(v["p99"]), _f(v["max"])]

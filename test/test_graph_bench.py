@@ -56,3 +56,18 @@ def test_bench_graph_parameter_overrides_are_parsed_and_checked():
     for bad in ("retarget_node:command_on_pose", "camera_node:x=1", "retarget_node:=1", "command_on_pose=false"):
         with pytest.raises(ConfigError):
             node_parameter_overrides([bad], nodes)
+
+
+def test_bench_graph_process_prefixes_are_parsed_and_checked():
+    from avi_ht_ros.common.errors import ConfigError
+    from avi_ht_ros.graph import NodeProcessSpec
+    from avi_ht_ros.graph_bench import process_prefixes
+
+    executables = ["sync_fusion_node", "retarget_node"]
+    assert process_prefixes(["sync_fusion_node=taskset -c 1", "retarget_node=nice -n 5"], executables) == {
+        "sync_fusion_node": ("taskset", "-c", "1"), "retarget_node": ("nice", "-n", "5")}
+    for bad in ("fusion_node=taskset -c 1", "sync_fusion_node=", "taskset -c 1", "retarget_node=nice 'x"):
+        with pytest.raises(ConfigError):
+            process_prefixes([bad], executables)
+    command = NodeProcessSpec("retarget_node", "retarget", "right", prefix=("nice", "-n", "5")).command()
+    assert command[:3] == ["nice", "-n", "5"] and command[3].endswith("/retarget_node")
