@@ -203,7 +203,7 @@ class DemoFailed(AviHtError):
 
 
 def run_live(scenario: ScenarioInfo, side: str, model: str, out: pathlib.Path, glove_latency_s: float,
-             startup_timeout_s: float = 240.0, progress: bool = True, log=print) -> LiveRun:
+             startup_timeout_s: float = 240.0, progress: bool = True, log=print, composed: bool = True) -> LiveRun:
     """Recorder + graph, one scenario loop recorded; every process stopped before returning."""
     from tqdm import tqdm
 
@@ -226,7 +226,7 @@ def run_live(scenario: ScenarioInfo, side: str, model: str, out: pathlib.Path, g
     # the fusion node gets the user's hand size, as a user calibrates it once (the offline runs get the same)
     fusion = {"hand_scale": round(scenario.hand_scales[side], 4)} if side in scenario.hand_scales else {}
     graph = GraphProcesses(sim_graph(scenario.path, side, model_path=model, glove_latency_s=glove_latency_s,
-                                     extra={"fusion_node": fusion}), logs, env)
+                                     extra={"fusion_node": fusion}, composed=composed), logs, env)
     codes: dict[str, int] = {}
 
     def check() -> None:
@@ -331,6 +331,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--startup-timeout", type=float, default=240.0, help="longest wait for the first poses, s")
     parser.add_argument("--strip-frames", type=int, default=8, help="frames in the picture strip (default 8)")
     parser.add_argument("--video", action="store_true", help="also write demo.mp4 (camera view with overlays)")
+    parser.add_argument("--separate-sync", action="store_true",
+                        help="run sync_node and fusion_node as two processes (default: one sync_fusion_node, as the "
+                        "launch files start them)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -366,7 +369,8 @@ def run(args: argparse.Namespace) -> int:
     if args.side not in scenario.world.get("sides", [args.side]):
         raise ConfigError("--side", f"the scenario has no {args.side} hand (sides {scenario.world.get('sides')})")
 
-    live = run_live(scenario, args.side, model, out, args.glove_latency, args.startup_timeout, progress)
+    live = run_live(scenario, args.side, model, out, args.glove_latency, args.startup_timeout, progress,
+                    composed=not args.separate_sync)
     bad = {name: code for name, code in live.exit_codes.items() if code != 0}
     print(f"[demo] graph stopped ({'clean' if not bad else f'exit codes {bad}'}); analysing the recording")
     timing = {"simulate_s": simulate_s, "scenario_reused": reused, "graph_startup_s": live.startup_s,

@@ -47,11 +47,12 @@ class Harness:
 
 
 def feed_lockstep(h: Harness, sync_node, image_pub, glove_pub, glove, t0: int, frames: int, image,
-                  seed: int = 0, first_frame_ns: int = 100_000_000) -> None:
+                  seed: int = 0, first_frame_ns: int = 100_000_000,
+                  after_frame: Callable[[int], None] | None = None) -> None:
     """Camera frames at 60 Hz from ``t0 + first_frame_ns`` and glove samples on a 200 Hz grid from
     ``t0`` up to 10 ms past each frame, published in stamp order to ``sync_node``, each message
     waited for (lockstep: a starved machine changes nothing), and each frame until the
-    synchronizer has emitted or dropped it."""
+    synchronizer has emitted or dropped it (then ``after_frame(j)``, e.g. to wait for its pose)."""
     import numpy as np
 
     from avi_ht_ros.io import convert
@@ -74,6 +75,8 @@ def feed_lockstep(h: Harness, sync_node, image_pub, glove_pub, glove, t0: int, f
         base.publish_serialized(image_pub, convert.image_msg(camera_ns, "head_camera_optical_frame", image))
         assert h.spin_until(lambda: stats.camera_frames > before, 10.0), "image not received"
         assert h.spin_until(lambda: sync_node.published + stats.frames_dropped == stats.camera_frames, 10.0)
+        if after_frame is not None:
+            after_frame(j)
 
 
 def sync_input_publishers(h: Harness, side: str = "right") -> tuple:

@@ -92,3 +92,46 @@ def test_a_node_process_on_the_default_executor_serves_parameter_services_and_st
         h.close()
         codes = graph.stop()
     assert list(codes.values()) == [0], codes
+
+
+def test_latest_worker_handles_the_newest_item_skips_overtaken_ones_and_survives_errors():
+    """The in-process handoff of sync_fusion_node: a slow consumer never queues stale items."""
+    handled, errors = [], []
+    gate = threading.Event()
+
+    class Logger:
+        def error(self, message, **_):
+            errors.append(message)
+
+    def handle(item):
+        gate.wait(5.0)
+        if item == "bad":
+            raise ValueError("bad item")
+        handled.append(item)
+
+    worker = base.LatestWorker(handle, Logger())
+    try:
+        worker.offer(1)
+        deadline = time.monotonic() + 5.0
+        while worker._item is not None and time.monotonic() < deadline:   # taken: item 1 is in hand
+            time.sleep(0.001)
+        for item in (2, 3, 4):                                             # 2 and 3 are overtaken
+            worker.offer(item)
+        gate.set()
+        deadline = time.monotonic() + 5.0
+        while worker.handled < 2 and time.monotonic() < deadline:
+            time.sleep(0.001)
+        assert handled == [1, 4] and worker.replaced == 2
+        worker.offer("bad")
+        deadline = time.monotonic() + 5.0
+        while worker.errors < 1 and time.monotonic() < deadline:
+            time.sleep(0.001)
+        worker.offer(5)      # the worker outlived the failing item
+        while 5 not in handled and time.monotonic() < deadline:
+            time.sleep(0.001)
+        assert handled[-1] == 5 and worker.errors == len(errors) == 1 and "ValueError: bad item" in errors[0]
+    finally:
+        worker.stop()
+    assert not worker._thread.is_alive()
+    worker.offer(6)          # after stop: accepted, never handled, no error
+    assert handled[-1] == 5

@@ -1,6 +1,8 @@
 """sync_fusion_node with real rclpy: camera + glove streams in, hand poses out, no SyncedFrame hop."""
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 from rclpy.parameter import Parameter
@@ -11,9 +13,23 @@ from avi_ht_ros.io import convert
 from avi_ht_ros.msg import HandPose, SyncedFrame
 from avi_ht_ros.nodes import base
 from avi_ht_ros.nodes.sync_fusion_node import make_nodes
+from avi_ht_ros.tracker.sync import ImuWindow
 from node_harness import Harness, feed_lockstep, sync_input_publishers
 
 pytestmark = pytest.mark.ros
+
+
+def synced_inputs(stamp_ns: int, image: np.ndarray, camera) -> tuple:
+    """What the sync node hands over: image and camera-info messages and a complete IMU window."""
+    t, n = 14, 12
+    up = np.zeros((t, n, 3), np.float32)
+    up[..., 2] = 1
+    window = ImuWindow(camera_stamp_ns=stamp_ns, accel=up * 9.81, gyro=np.zeros((t, n, 3), np.float32),
+                       gravity_up=up, status=np.zeros((t, n), np.uint8),
+                       stamps_ns=stamp_ns - 5_000_000 * np.arange(13, -1, -1), valid=np.ones(t, bool),
+                       time_offset_s=0.0, state=0)
+    return (convert.image_msg(stamp_ns, "head_camera_optical_frame", image),
+            convert.camera_info_msg(stamp_ns, "head_camera_optical_frame", camera.to_camera_info_fields()), window)
 
 
 def test_frames_reach_the_fusion_node_in_process_and_the_topic_only_for_a_subscriber(rclpy_context,
@@ -25,7 +41,7 @@ def test_frames_reach_the_fusion_node_in_process_and_the_topic_only_for_a_subscr
         Parameter("model_path", value=str(untrained_avi_ht_checkpoint)),
         Parameter("tracker.lost_sigma_m", value=1.0)])
     assert (sync.get_name(), fusion.get_name()) == ("glove_camera_sync", "hand_fusion")
-    assert sync.frame_sink == fusion.on_synced
+    assert sync.frame_sink == fusion.handoff.offer
     h = Harness(rclpy_context, sync, fusion)
     try:
         poses = h.collect(HandPose, "/right/hand_pose", base.RELIABLE_QOS)
@@ -46,7 +62,8 @@ def test_frames_reach_the_fusion_node_in_process_and_the_topic_only_for_a_subscr
         try:
             # nobody subscribes to synced_frame: every frame goes to the fusion node by a call, none is built
             assert sync.synced_pub.get_subscription_count() == 0
-            feed_lockstep(h, sync, image_pub, glove_pub, glove, t0, 12, image)
+            tracked = lambda j: h.spin_until(lambda: fusion.frames + fusion.dropped > j, 10.0)  # noqa: E731
+            feed_lockstep(h, sync, image_pub, glove_pub, glove, t0, 12, image, after_frame=tracked)
             assert sync.published == 12 and fusion.frames == 12 and not built
             assert h.spin_until(lambda: len(poses) == 12, 10.0)
             stamps = [convert.stamp_ns_of(convert.deserialize(p, convert.HAND_POSE).header.stamp) for p in poses]
@@ -56,11 +73,31 @@ def test_frames_reach_the_fusion_node_in_process_and_the_topic_only_for_a_subscr
             observed = h.collect(SyncedFrame, "/right/synced_frame", base.RELIABLE_QOS)
             assert h.spin_until(lambda: sync.synced_pub.get_subscription_count() == 1, 10.0)
             # (the glove grid goes on from 300 ms, after the last sample sent; frames go on at 300 ms)
-            feed_lockstep(h, sync, image_pub, glove_pub, glove, t0 + 300_000_000, 6, image, seed=1, first_frame_ns=0)
+            feed_lockstep(h, sync, image_pub, glove_pub, glove, t0 + 300_000_000, 6, image, seed=1, first_frame_ns=0,
+                          after_frame=lambda j: tracked(12 + j))
             assert h.spin_until(lambda: len(observed) == 6 and len(poses) == 18, 10.0)
             assert len(built) == 6 and fusion.frames == 18 and fusion.dropped == 0 and fusion.rejected == 0
         finally:
             convert.synced_frame_msg = make_msg
+        # frames offered faster than they are tracked: the newest goes next, the overtaken one is
+        # skipped and counted as a dropped frame (never queued behind), the track goes on
+        frames_before = fusion.frames
+        release = threading.Event()
+        on_synced = fusion.on_synced
+
+        def slow_on_synced(*item):
+            release.wait(10.0)
+            on_synced(*item)
+
+        fusion.handoff._handle = slow_on_synced
+        offered = [synced_inputs(t0 + 400_000_000 + k * 16_666_667, image, camera) for k in range(3)]
+        fusion.handoff.offer(*offered[0])
+        assert h.spin_until(lambda: fusion.handoff._item is None, 5.0)   # taken: now "tracking" frame 0
+        fusion.handoff.offer(*offered[1])
+        fusion.handoff.offer(*offered[2])                                 # overtakes frame 1
+        release.set()
+        assert h.spin_until(lambda: fusion.frames == frames_before + 2, 10.0)
+        assert fusion.handoff.replaced == 1 and fusion.dropped == 1 and fusion.handoff.errors == 0
     finally:
         h.close()
 

@@ -13,7 +13,9 @@ from __future__ import annotations
 import math
 import os
 import sys
+import threading
 import time
+import traceback
 from typing import Any, Callable, Sequence
 
 import rclpy
@@ -153,6 +155,60 @@ def diagnostic_array(stamp_ns: int, statuses: list[Any]) -> Any:
                                header=convert.header_msg(stamp_ns, ""), status=statuses)
 
 
+class LatestWorker:
+    """A worker thread that runs ``handle(*item)`` on the newest offered item, dropping older ones.
+
+    :meth:`offer` never blocks: it replaces an item not yet taken (``replaced`` counts them) and
+    wakes the worker. What a keep-last-1 subscription gives a node in its own process, for a
+    consumer in the producer's process: a slow ``handle`` skips stale items instead of queueing
+    latency, and runs beside the producer's callbacks (code that releases the GIL, e.g. ONNX
+    Runtime, runs in parallel with them). An exception escaping ``handle`` is logged with its
+    traceback and counted (``errors``); the worker goes on with the next item.
+    """
+
+    def __init__(self, handle: Callable[..., None], logger, name: str = "latest-worker"):
+        self._handle = handle
+        self._logger = logger
+        self._condition = threading.Condition()
+        self._item: tuple | None = None
+        self._stopping = False
+        self.replaced = 0
+        self.handled = 0
+        self.errors = 0
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def offer(self, *item) -> None:
+        with self._condition:
+            if self._item is not None:
+                self.replaced += 1
+            self._item = item
+            self._condition.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._condition:
+                while self._item is None and not self._stopping:
+                    self._condition.wait()
+                if self._stopping:
+                    return
+                item, self._item = self._item, None
+            try:
+                self._handle(*item)
+            except Exception:  # noqa: BLE001 - the worker must outlive a bad item
+                self.errors += 1
+                self._logger.error(f"{self._thread.name}: item failed:\n{traceback.format_exc()}",
+                                   throttle_duration_sec=2.0)
+            self.handled += 1
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        """Finish the item in hand (if any), drop a waiting one, end the thread."""
+        with self._condition:
+            self._stopping = True
+            self._condition.notify()
+        self._thread.join(timeout_s)
+
+
 EXECUTOR_ENV = "AVI_HT_EXECUTOR"
 EXECUTOR_CHOICES = ("events", "single")
 # how long one wait of the executor may block before the spin loop checks for shutdown
@@ -246,5 +302,5 @@ __all__ = [
     "declare_parameter_sets", "SENSOR_QOS", "GLOVE_QOS", "RELIABLE_GLOVE_QOS", "RELIABLE_QOS", "RAW_IMAGE_QOS",
     "RAW_CAMERA_QOS", "RAW_GLOVE_QOS", "LATCHED_QOS", "declare_parameters", "publish_serialized", "now_ns",
     "RateMeter", "diagnostic_status", "diagnostic_array", "run_node", "spin", "default_executor", "executor_kind",
-    "events_executor_available", "EXECUTOR_ENV",
+    "events_executor_available", "EXECUTOR_ENV", "LatestWorker",
 ]

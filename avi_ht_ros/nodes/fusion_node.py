@@ -16,6 +16,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import time
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -87,6 +88,7 @@ class FusionNode(Node):
         self.model, self.backend = inference_model(loaded.model, self.params.inference_backend,
                                                    num_threads=self.params.torch_threads, sides=(self.params.side,))
         self.side = self.params.side
+        self.handoff: base.LatestWorker | None = None
         self.frames = 0
         self.dropped = 0
         self.rejected = 0
@@ -146,6 +148,20 @@ class FusionNode(Node):
             self.reject(exc)
             return
         self.track(started, image_msg.header, image, window_dict(window), camera_info)
+
+    def start_handoff_worker(self) -> Callable[[Any, Any, ImuWindow], None]:
+        """For ``sync_fusion_node``: a frame sink for the sync node in this process. Frames are
+        tracked on a worker thread, the newest first (one not yet taken when a newer one comes is
+        skipped, and counted in ``dropped_frames`` like a frame the ``synced_frame``
+        subscription's keep-last-1 queue overwrites), beside the sync node's callbacks."""
+        if self.handoff is None:
+            self.handoff = base.LatestWorker(self.on_synced, self.get_logger(), name="fusion-tracking")
+        return self.handoff.offer
+
+    def destroy_node(self):
+        if self.handoff is not None:
+            self.handoff.stop()
+        return super().destroy_node()
 
     def reject(self, reason: Exception) -> None:
         self.rejected += 1
@@ -217,9 +233,10 @@ class FusionNode(Node):
             self.marker_arrays += 1
 
     def publish_diagnostics(self) -> None:
-        latency = np.array(self.latency_ms) if self.latency_ms else np.zeros(1)
-        input_latency = np.array(self.input_latency_ms) if self.input_latency_ms else np.zeros(1)
-        inference = np.array(self.inference_ms) if self.inference_ms else np.zeros(1)
+        # (copied first: in sync_fusion_node the tracking thread appends to them meanwhile)
+        latency = np.array(list(self.latency_ms) or [0.0])
+        input_latency = np.array(list(self.input_latency_ms) or [0.0])
+        inference = np.array(list(self.inference_ms) or [0.0])
         names = {HandPose.TRACKING_LOST: "lost", HandPose.TRACKING_OK: "ok", HandPose.TRACKING_VISION_ONLY:
                  "vision_only", HandPose.TRACKING_IMU_ONLY: "imu_only", HandPose.TRACKING_DEGRADED: "degraded"}
         values = {"model": self.model_type, "inference_backend": runtime_name(self.model), "frames": self.frames,
@@ -234,7 +251,7 @@ class FusionNode(Node):
                   "input_latency_ms_p99": f"{np.percentile(input_latency, 99):.2f}",
                   "inference_ms_p50": f"{np.percentile(inference, 50):.2f}",
                   "inference_ms_p99": f"{np.percentile(inference, 99):.2f}"}
-        values.update({f"state.{names[k]}": v for k, v in self.states.items()})
+        values.update({f"state.{names[k]}": v for k, v in dict(self.states).items()})
         level = 0 if self.frames and self.dropped == 0 and self.inference_errors == 0 else 1
         if level == 0:
             message = "ok"

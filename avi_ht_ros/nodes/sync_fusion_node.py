@@ -5,10 +5,14 @@ The two nodes keep their names (``glove_camera_sync``, ``hand_fusion``), paramet
 frame crosses DDS twice as a ~300 kB message (camera → sync, then the SyncedFrame with the image
 → fusion: built, serialized, sent, deserialized) and the two processes compete for the CPU the
 inference needs. Here the sync node hands the image and camera-info messages and its
-:class:`~avi_ht_ros.tracker.sync.ImuWindow` straight to :meth:`FusionNode.on_synced`, one
-executor runs both nodes' callbacks, and ``synced_frame`` is still published whenever something
-subscribes to it (a recorder, a probe). rclpy has no intra-process transport or component
-container for Python nodes; this is the equivalent for this pair. The launch files start it by
+:class:`~avi_ht_ros.tracker.sync.ImuWindow` to the fusion node's tracking thread
+(:meth:`FusionNode.start_handoff_worker`): one executor runs both nodes' callbacks, the
+tracking thread takes the newest frame (a frame overtaken while the previous one is tracked is
+skipped and counted, as the separate fusion node's keep-last-1 subscription does: a late frame
+is never queued behind) and runs beside the callbacks (ONNX Runtime releases the GIL), and
+``synced_frame`` is still published whenever something subscribes to it (a recorder, a probe).
+rclpy has no intra-process transport or component container for Python nodes; this is the
+equivalent for this pair. The launch files start it by
 default (``composed:=false`` starts the two separate processes).
 
 Parameters: those of ``sync_node`` and ``fusion_node`` (README), from both nodes' config files;
@@ -42,7 +46,7 @@ def make_nodes(**kwargs) -> tuple[SyncNode, FusionNode]:
                                               f"({values})")
     # frames come by call; the fusion node's subscription would make the sync node build them for it
     fusion.destroy_subscription(fusion.synced_subscription)
-    sync.frame_sink = fusion.on_synced
+    sync.frame_sink = fusion.start_handoff_worker()
     return sync, fusion
 
 
