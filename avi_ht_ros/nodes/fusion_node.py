@@ -5,11 +5,11 @@ online tracker evaluation runs): the crop follows the previous estimate, the
 recurrent state is carried frame to frame, missing glove data degrades to
 vision-only. Optional One-Euro smoothing of the published pose.
 
-Subscribes ``synced_frame`` (or, inside ``sync_fusion_node``, is handed each synchronized frame
-by the sync node in the same process: :meth:`FusionNode.on_synced`); publishes ``hand_pose``, ``hand_joint_states``
-(the 22 human joints), TF (camera → ``<side>_wrist`` → every bone), static TF of
-the glove IMU mounts, ``hand_markers`` and ``/diagnostics`` (rate, latency,
-dropped frames, inference time).
+Subscribes ``synced_frame`` (inside ``sync_fusion_node`` the sync node in the same process hands
+each synchronized frame to its tracking thread instead: :meth:`FusionNode.start_handoff_worker`);
+publishes ``hand_pose``, ``hand_joint_states`` (the 22 human joints), TF (camera →
+``<side>_wrist`` → every bone), static TF of the glove IMU mounts, ``hand_markers`` and
+``/diagnostics`` (rate, latency, dropped frames, inference time).
 """
 from __future__ import annotations
 
