@@ -42,10 +42,12 @@ DEFAULT_GLOVE_LATENCY_S = 0.02   # < the synchronizer's max_wait_s (30 ms): fram
 RECORDER_DRAIN_S = 1.0      # the window's last frames still travel through the graph
 
 
-def demo_topics(side: str) -> tuple[str, ...]:
-    """What the demo records: the raw streams plus every stage's output."""
-    hand = [topics.GLOVE_SAMPLES, topics.SYNCED_FRAME, topics.HAND_POSE, topics.HAND_GROUND_TRUTH, topics.TIME_OFFSET,
-            topics.ROBOT_JOINT_COMMANDS, topics.PINCH_EVENTS]
+def demo_topics(side: str, composed: bool = True) -> tuple[str, ...]:
+    """What the demo records: the raw streams plus every stage's output (the synchronized frames
+    only from a separate sync node: in ``sync_fusion_node`` they are a function call, and
+    subscribing to them would make the sync node build ~300 kB per frame for the recorder alone)."""
+    hand = [topics.GLOVE_SAMPLES, *([] if composed else [topics.SYNCED_FRAME]), topics.HAND_POSE,
+            topics.HAND_GROUND_TRUTH, topics.TIME_OFFSET, topics.ROBOT_JOINT_COMMANDS, topics.PINCH_EVENTS]
     return (topics.IMAGE, topics.CAMERA_INFO, *(topics.hand_topic(side, name) for name in hand),
             topics.TF, topics.TF_STATIC, topics.DIAGNOSTICS)
 
@@ -222,7 +224,7 @@ def run_live(scenario: ScenarioInfo, side: str, model: str, out: pathlib.Path, g
     started = time.monotonic()
     probe = GraphProbe(side)
     recorder = GraphProcesses([NodeProcessSpec("recorder_node", "recorder", "", (
-        ("output", str(bag)), ("topics", list(demo_topics(side)))))], logs, env)
+        ("output", str(bag)), ("topics", list(demo_topics(side, composed)))))], logs, env)
     # the fusion node gets the user's hand size, as a user calibrates it once (the offline runs get the same)
     fusion = {"hand_scale": round(scenario.hand_scales[side], 4)} if side in scenario.hand_scales else {}
     graph = GraphProcesses(sim_graph(scenario.path, side, model_path=model, glove_latency_s=glove_latency_s,
@@ -251,7 +253,7 @@ def run_live(scenario: ScenarioInfo, side: str, model: str, out: pathlib.Path, g
             bar.close()
         # every raw stream subscribed by the recorder before the window is chosen (its discovery
         # runs on a timer: a starved machine may subscribe camera info or ground truth later)
-        raw = (set(RAW_TOPICS) - set(LATCHED_TOPICS)) & set(demo_topics(side))
+        raw = (set(RAW_TOPICS) - set(LATCHED_TOPICS)) & set(demo_topics(side, composed))
 
         def recorder_has_raw_topics() -> bool:
             status = probe.status("rosbag2 recorder")

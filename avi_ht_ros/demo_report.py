@@ -50,7 +50,7 @@ class Recording:
     topic_types: dict[str, str]
     images: dict[int, int]                  # camera stamp -> receive time
     camera_infos: list[int]                 # stamps
-    synced: dict[int, int]
+    synced: dict[int, int] | None           # None: synced_frame not recorded (sync + fusion in one process)
     glove_stamps: np.ndarray
     glove_sequence: np.ndarray
     hand_back_gyro: np.ndarray              # [S, 3] rad/s of the hand-back IMU
@@ -114,7 +114,7 @@ def read_recording(bag: str | pathlib.Path, side: str) -> Recording:
                 diagnostics.append((message.log_time_ns, status.name, int(status.level), status.message,
                                     {kv.key: kv.value for kv in status.values}))
     return Recording({t: n for t, (_, n) in available.items()}, {t: ty for t, (ty, _) in available.items()},
-                     images, infos, synced, np.asarray(glove_stamps, np.int64), np.asarray(glove_sequence, np.int64),
+                     images, infos, synced if hand[topics.SYNCED_FRAME] in available else None, np.asarray(glove_stamps, np.int64), np.asarray(glove_sequence, np.int64),
                      np.asarray(hand_back_rate, np.float64).reshape(-1, 3), poses, commands, offsets, truths,
                      diagnostics)
 
@@ -271,7 +271,7 @@ def accuracy(track: WindowTrack) -> dict:
 def latencies(recording: Recording, window: tuple[int, int]) -> dict:
     inside = lambda stamp: window[0] <= stamp < window[1]   # noqa: E731
     poses = {s: r for s, (r, _) in recording.poses.items() if inside(s)}
-    synced = {s: r for s, r in recording.synced.items() if inside(s)}
+    synced = None if recording.synced is None else {s: r for s, r in recording.synced.items() if inside(s)}
     images = {s: r for s, r in recording.images.items() if inside(s)}
     last = max(poses.values(), default=window[1]) + 100_000_000
     commands = np.array([r for r, _, _ in recording.commands if window[0] <= r <= last], np.int64)
@@ -346,17 +346,20 @@ def loss_checks(recording: Recording, frame_period_ns: int, window: tuple[int, i
     sequence = recording.glove_sequence if window is None else \
         recording.glove_sequence[(glove_stamps >= window[0]) & (glove_stamps < window[1])]
     seq_steps = np.diff(sequence) % 2**32 if sequence.size > 1 else np.zeros(0, np.int64)
-    synced = {s for s in recording.synced if inside(s)}
-    return {
+    checks = {
         "image_stamp_gaps": int(np.sum(np.maximum(steps - 1, 0))),
         "image_duplicates_or_reordered": int(np.sum(steps < 1)),
         "camera_info_missing": int(len(image_set - set(recording.camera_infos))),
         "ground_truth_missing": int(len(image_set - set(recording.truths))),
         "glove_sequence_gaps": int(np.sum(np.maximum(seq_steps - 1, 0))),
         "glove_duplicates_or_reordered": int(np.sum(seq_steps < 1)),
-        "synced_without_image": int(len(synced - set(recording.images))),
-        "poses_without_synced_frame": int(len({s for s in recording.poses if inside(s)} - set(recording.synced))),
     }
+    if recording.synced is not None:   # recorded (sync and fusion as separate processes)
+        synced = {s for s in recording.synced if inside(s)}
+        checks["synced_without_image"] = int(len(synced - set(recording.images)))
+        poses = {s for s in recording.poses if inside(s)}
+        checks["poses_without_synced_frame"] = int(len(poses - set(recording.synced)))
+    return checks
 
 
 def message_counts(recording: Recording, window: tuple[int, int], frame_period_ns: int, side: str) -> dict:
@@ -390,7 +393,8 @@ def message_counts(recording: Recording, window: tuple[int, int], frame_period_n
             "window": {"camera_frames": frames_in_window,
                        "expected_camera_frames": int(round((window[1] - window[0]) / frame_period_ns)),
                        "glove_samples": in_window(recording.glove_stamps.tolist()),
-                       "synced_frames": in_window(recording.synced), "hand_poses": in_window(recording.poses),
+                       "synced_frames": None if recording.synced is None else in_window(recording.synced),
+                       "hand_poses": in_window(recording.poses),
                        "joint_commands": sum(1 for r, _, _ in recording.commands if window[0] <= r < window[1])},
             "recorder_diagnostics": {k: v for k, v in recorder.items() if not k.startswith("topic.")}}
 
@@ -896,8 +900,9 @@ def markdown(report: dict, acc: dict, lat: dict) -> str:
               + ", ".join(f"{k} {_fmt(v, '{:.0f}')}" for k, v in published.items()) + ".", ""]
     window = messages["window"]
     lines += [f"In the scenario window: {window['camera_frames']} of {window['expected_camera_frames']} camera frames, "
-              f"{window['glove_samples']} glove samples, {window['synced_frames']} synced frames, "
-              f"{window['hand_poses']} hand poses, {window['joint_commands']} joint commands recorded.", ""]
+              f"{window['glove_samples']} glove samples, "
+              + (f"{window['synced_frames']} synced frames, " if window["synced_frames"] is not None else "")
+              + f"{window['hand_poses']} hand poses, {window['joint_commands']} joint commands recorded.", ""]
     lines += ["Loss checks on the messages stamped in the scenario window (0 = nothing lost between the publishers "
               "and the bag), and on the whole recording (start-up: the recorder subscribes each topic when it "
               "discovers its publisher, so the first frames may come without camera info or ground truth):", ""]
