@@ -30,19 +30,14 @@ import threading
 import time
 
 import pytest
-import torch
 from rclpy.duration import Duration
 from rclpy.executors import MultiThreadedExecutor
 from rclpy.parameter import Parameter
 
 from avi_ht_ros.common import topics
-from avi_ht_ros.common.glove_model import GloveModel
 from avi_ht_ros.graph import GraphProcesses, NodeProcessSpec, sim_graph
 from avi_ht_ros.io import convert
 from avi_ht_ros.io.bag import bag_topics, read_messages
-from avi_ht_ros.models.checkpoint import save_checkpoint
-from avi_ht_ros.models.config import ModelConfig
-from avi_ht_ros.models.factory import build_model
 from avi_ht_ros.nodes import base
 from reliability_log import record
 
@@ -55,14 +50,12 @@ RECORDED = (*COUNTED, topics.TF_STATIC)
 
 
 @pytest.fixture(scope="module")
-def sim_assets(tmp_path_factory):
+def sim_assets(tmp_path_factory, untrained_avi_ht_checkpoint):
     from avi_ht_ros.sim.world import load_world_config, simulate_sequence, write_sequence_bag
 
     out = tmp_path_factory.mktemp("recording")
     write_sequence_bag(simulate_sequence(load_world_config(duration_s=3.0), seed=21), out / "seq")
-    torch.manual_seed(0)
-    save_checkpoint(out / "model.pt", build_model(ModelConfig(type="avi_ht"), GloveModel.reference()))
-    return out / "seq", out / "model.pt"
+    return out / "seq", untrained_avi_ht_checkpoint
 
 
 def identity(topic: str, msg) -> int:
