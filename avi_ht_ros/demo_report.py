@@ -113,8 +113,10 @@ def read_recording(bag: str | pathlib.Path, side: str) -> Recording:
             for status in msg.status:
                 diagnostics.append((message.log_time_ns, status.name, int(status.level), status.message,
                                     {kv.key: kv.value for kv in status.values}))
+    synced_recorded = hand[topics.SYNCED_FRAME] in available   # not with sync + fusion in one process
     return Recording({t: n for t, (_, n) in available.items()}, {t: ty for t, (ty, _) in available.items()},
-                     images, infos, synced if hand[topics.SYNCED_FRAME] in available else None, np.asarray(glove_stamps, np.int64), np.asarray(glove_sequence, np.int64),
+                     images, infos, synced if synced_recorded else None, np.asarray(glove_stamps, np.int64),
+                     np.asarray(glove_sequence, np.int64),
                      np.asarray(hand_back_rate, np.float64).reshape(-1, 3), poses, commands, offsets, truths,
                      diagnostics)
 

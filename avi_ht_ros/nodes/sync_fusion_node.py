@@ -12,8 +12,8 @@ skipped and counted, as the separate fusion node's keep-last-1 subscription does
 is never queued behind) and runs beside the callbacks (ONNX Runtime releases the GIL), and
 ``synced_frame`` is still published whenever something subscribes to it (a recorder, a probe).
 rclpy has no intra-process transport or component container for Python nodes; this is the
-equivalent for this pair. The launch files start it by
-default (``composed:=false`` starts the two separate processes).
+equivalent for this pair. The launch files start it by default (``composed:=false`` starts the
+two separate processes).
 
 Parameters: those of ``sync_node`` and ``fusion_node`` (README), from both nodes' config files;
 the names the two share (``side``, ``glove_config``) must agree. Do not remap ``__node`` (it

@@ -65,7 +65,8 @@ class SyncNode(Node):
         self.published = 0
         self.rate = base.RateMeter()
         # in-process consumer of every synchronized frame, called as sink(image_msg, camera_info_msg,
-        # ImuWindow) before the topic is published (sync_fusion_node sets it to FusionNode.on_synced)
+        # ImuWindow) before the topic is published (sync_fusion_node: the fusion node's tracking thread,
+        # FusionNode.start_handoff_worker)
         self.frame_sink: Callable[[Any, Any, ImuWindow], None] | None = None
 
         self.synced_pub = self.create_publisher(SyncedFrame, topics.SYNCED_FRAME, base.RELIABLE_QOS)
@@ -127,13 +128,13 @@ class SyncNode(Node):
             if self.camera_info is None:
                 self.frames_without_camera_info += 1
                 continue
-            estimate = self.offset_estimator.estimate
-            confidence = estimate.confidence if self.params.time_offset_mode == "online" else 1.0
             if self.frame_sink is not None:
                 self.frame_sink(result.payload, self.camera_info, result.window)
             # the ~300 kB message is built only for a subscriber (the fusion node in another process,
             # a recorder, a probe): with none (the fusion node in this process) it would go nowhere
             if self.synced_pub.get_subscription_count() > 0:
+                online = self.params.time_offset_mode == "online"
+                confidence = self.offset_estimator.estimate.confidence if online else 1.0
                 msg = convert.synced_frame_msg(result.payload, self.camera_info, self.params.side, result.window,
                                                confidence)
                 base.publish_serialized(self.synced_pub, msg)
