@@ -72,30 +72,48 @@ class SequenceFirstAttention(nn.Module):
         general path up to float rounding; the folded query/output projections are H times wider,
         so it pays when the keys outnumber the heads (IMU encoder: 7 keys, 3 heads, width 69 —
         ≈ 2.5× fewer multiply-adds than projecting every key)."""
-        s, n, dim = key_source.shape
+        n, dim = query_source.shape
+        s = key_source.shape[0] // n
         heads = self.num_heads
         query_to_key, query_bias, head_to_out, out_bias = cached_for_inference(
             self, "_single_query_cache", (self.query.weight, self.query.bias, self.key_value.weight,
                                           self.key_value.bias, self.out.weight, self.out.bias),
             self._single_query_projections)
-        query_in_key_space = F.linear(query_source[0], query_to_key, query_bias).view(n, heads, dim)  # [N, H, D]
-        keys = key_source.transpose(0, 1)  # [N, S, D] view
+        query_in_key_space = F.linear(query_source, query_to_key, query_bias).view(n, heads, dim)  # [N, H, D]
+        keys = key_source.view(s, n, dim).transpose(0, 1)  # [N, S, D] view
         key_bias = self._zero if bias is None else bias.view(n, heads, s).transpose(1, 2)  # [N, S, H]
         logits = torch.baddbmm(key_bias, keys, query_in_key_space.transpose(1, 2))  # [N, S, H]
         attention = logits.softmax(dim=1)
         attended = torch.bmm(attention.transpose(1, 2), keys)  # [N, H, D]: Σ_j a_j h_j per head
         output = F.linear(attended.view(n, heads * dim), head_to_out, out_bias)
-        return output[None], attention.transpose(1, 2).reshape(n * heads, 1, s)
+        return output, attention.transpose(1, 2).reshape(n * heads, 1, s)
 
     def forward(
         self, query_source: torch.Tensor, key_source: torch.Tensor, bias: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``[Sq, N, D]`` queries × ``[S, N, D]`` keys → ``([Sq, N, D], attention [N·H, Sq, S])``
+        (the same tensor passed twice = self-attention with one joint projection)."""
         sq, n, dim = query_source.shape
-        s = key_source.shape[0]
-        if sq == 1 and query_source is not key_source:
+        output, attention = self.forward_flat(query_source.reshape(sq * n, dim), key_source.reshape(-1, dim), n,
+                                              bias, self_attention=query_source is key_source)
+        return output.view(sq, n, dim), attention
+
+    def forward_flat(
+        self, query_source: torch.Tensor, key_source: torch.Tensor, batch: int, bias: torch.Tensor | None = None,
+        self_attention: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`forward` on sequence-major *flat* tensors: ``query_source [Sq·N, D]``, ``key_source
+        [S·N, D]`` (row ``s·N + n``), ``batch`` = N; returns ``[Sq·N, D]``. ``self_attention``: the
+        two are the same tokens (queries, keys and values from one projection). Callers that keep
+        their token stream flat (the IMU encoder, the fusion) export to ONNX graphs without the
+        reshapes that 3-D operands put around every matrix product."""
+        n = batch
+        dim = key_source.shape[1]
+        sq, s = query_source.shape[0] // n, key_source.shape[0] // n
+        if sq == 1 and not self_attention:
             return self._attend_single_query(query_source, key_source, bias)
         heads = n * self.num_heads
-        if query_source is key_source:  # self-attention: one projection for q, k and v
+        if self_attention:  # one projection for q, k and v
             weight, joint_bias = cached_for_inference(
                 self, "_joint_projection_cache", (self.query.weight, self.query.bias, self.key_value.weight,
                                                   self.key_value.bias), self._joint_projection)
@@ -108,7 +126,7 @@ class SequenceFirstAttention(nn.Module):
         # logits = K Qᵀ·scale + bias in one op (a zero when there is no bias)
         logits = torch.baddbmm(self._zero if bias is None else bias, k, q_t, alpha=self.scale)  # [N·H, S, Sq]
         attention = logits.permute(1, 0, 2).softmax(dim=0).permute(1, 2, 0)  # [N·H, Sq, S]
-        attended = torch.bmm(attention, v).transpose(0, 1).reshape(sq, n, dim)
+        attended = torch.bmm(attention, v).transpose(0, 1).reshape(sq * n, dim)
         return linear(self.out, attended), attention
 
 
@@ -137,12 +155,22 @@ class TransformerBlock(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """``x [S, N, D]``, key-major ``bias [N·H, S, S or 1]`` or None. Returns ``(x', attention
         [N·H, S or 1, S])`` (attention rows = queries)."""
+        s, n, dim = x.shape
+        x, attention = self.forward_flat(x.reshape(s * n, dim), n, bias, last_query_only)
+        return x.view(-1, n, dim), attention
+
+    def forward_flat(
+        self, x: torch.Tensor, batch: int, bias: torch.Tensor | None = None, last_query_only: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`forward` on a sequence-major flat stream ``x [S·N, D]`` (``batch`` = N), returning
+        ``[S·N or N, D]`` (see :meth:`SequenceFirstAttention.forward_flat`)."""
         h = layer_norm(self.attention_norm, x)
         if last_query_only:
-            x, query_source = x[-1:], h[-1:]
+            x, query_source = x[-batch:], h[-batch:]
         else:
             query_source = h
-        attended, attention = self.attention(query_source, h, bias)
+        attended, attention = self.attention.forward_flat(query_source, h, batch, bias,
+                                                          self_attention=not last_query_only)
         x = x + attended
         if self.has_feedforward:
             x = x + relu_mlp(self.feedforward, layer_norm(self.feedforward_norm, x))

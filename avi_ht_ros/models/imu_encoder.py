@@ -132,7 +132,7 @@ class ImuEncoder(nn.Module):
             finite = torch.isfinite(features).all(dim=-1)
             valid = finite if valid is None else valid.to(torch.bool) & finite
             features = features.masked_fill(~valid[..., None], 0.0)
-        # Time-major layout [T/p, B·F, D] (rows folded into the batch, attention over time).
+        # Time-major flat layout [T/p·B·F, D] (rows folded into the batch, attention over time).
         # The small raw window is rearranged before the projection so the wide activations
         # need no copy.
         tokens = t // self.samples_per_token
@@ -145,7 +145,7 @@ class ImuEncoder(nn.Module):
             lambda: (self.input_projection.bias + self.row_embedding + self.positional_encoding[:, None])
             .repeat(1, b, 1).flatten(0, 1),
         )
-        x = torch.addmm(token_embedding, rows, self.input_projection.weight.t()).view(tokens, b * f, -1)
+        x = torch.addmm(token_embedding, rows, self.input_projection.weight.t())  # flat [T/p·B·F, D]
         if all_valid:
             key_bias, row_valid = None, None
         else:
@@ -158,9 +158,9 @@ class ImuEncoder(nn.Module):
             key_bias = key_padding_bias(key_valid, self.num_heads, x.dtype, keep_diagonal=False)
         for index, layer in enumerate(self.layers):
             # Only the last time step is used: the last layer computes nothing else.
-            x = layer(x, key_bias, last_query_only=index == len(self.layers) - 1)[0]
-        first, _, second = self.output_mlp
-        hidden = torch.relu(linear(first, layer_norm(self.output_norm, x[0]))).view(b, f, -1)  # [B, F, hidden]
+            x = layer.forward_flat(x, b * f, key_bias, last_query_only=index == len(self.layers) - 1)[0]
+        first, _, second = self.output_mlp  # x: the last time step, [B·F, D]
+        hidden = torch.relu(linear(first, layer_norm(self.output_norm, x))).view(b, f, -1)  # [B, F, hidden]
         if row_valid is None:
             # Each sensor token = mean of its rows' MLP outputs + sensor embedding. The mean is
             # taken before the MLP's (linear) second layer — identical, and one op less.
