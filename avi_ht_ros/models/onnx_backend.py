@@ -42,7 +42,6 @@ from torch import nn
 
 from avi_ht_ros.common.errors import AviHtError
 from avi_ht_ros.models.config import INFERENCE_BACKENDS
-from avi_ht_ros.models.imu_encoder import window_all_valid
 from avi_ht_ros.models.interface import HandPoseModel, ModelInputs, ModelOutputs
 
 PARITY_TOLERANCE = 1e-4
@@ -89,10 +88,19 @@ class _FrameStep(nn.Module):
         return values + ((new_state,) if new_state is not None else ())
 
 
-def window_is_live(imu_features: torch.Tensor | None, imu_valid: torch.Tensor | None) -> bool:
-    """The IMU encoder's shortcut condition (:func:`~avi_ht_ros.models.imu_encoder.window_all_valid`);
-    a model without IMU input has only the live graph."""
-    return imu_features is None or window_all_valid(imu_features, imu_valid)
+def window_is_live(imu_features: torch.Tensor | np.ndarray | None, imu_valid: torch.Tensor | np.ndarray | None) -> bool:
+    """The IMU encoder's shortcut condition (:func:`~avi_ht_ros.models.imu_encoder.window_all_valid`:
+    every sample finite and marked valid), evaluated in NumPy on the tensors' memory: this check
+    runs before every frame, and two PyTorch reductions cost ~0.1 ms there (cold caches between
+    frames) where NumPy's cost a few µs. A model without IMU input has only the live graph."""
+    if imu_features is None:
+        return True
+    features = imu_features.detach().numpy() if isinstance(imu_features, torch.Tensor) else np.asarray(imu_features)
+    if not np.isfinite(features).all():
+        return False
+    if imu_valid is None:
+        return True
+    return bool((imu_valid.detach().numpy() if isinstance(imu_valid, torch.Tensor) else np.asarray(imu_valid)).all())
 
 
 @dataclass(frozen=True)
@@ -142,10 +150,10 @@ class OnnxFrameModel:
             shape = (1, *self._window_shape)
             inputs = dataclasses.replace(inputs, imu_features=torch.zeros(*shape, 3),
                                          imu_valid=torch.zeros(shape, dtype=torch.bool))
-        kind = "live" if window_is_live(inputs.imu_features, inputs.imu_valid) else "masked"
-        graph = self._graph(side, kind)
-        feed = self._feed(inputs, state, graph.input_names)
-        values = graph.session.run(list(graph.output_names), feed)
+        feed = self._feed(inputs, state)
+        live = self._window_shape is None or window_is_live(feed["imu_features"], feed["imu_valid"])
+        graph = self._graph(side, "live" if live else "masked")
+        values = graph.session.run(list(graph.output_names), {name: feed[name] for name in graph.input_names})
         return self._outputs(graph.output_names, values)
 
     def prepare(self, side: str) -> "OnnxFrameModel":
@@ -210,8 +218,9 @@ class OnnxFrameModel:
             inputs = dataclasses.replace(inputs, side=side)
             with torch.inference_mode():
                 expected, expected_state = self.model(inputs, state)
-            feed = self._feed(inputs, state, graph.input_names)
-            got = dict(zip(graph.output_names, graph.session.run(list(graph.output_names), feed)))
+            feed = self._feed(inputs, state)
+            got = dict(zip(graph.output_names, graph.session.run(
+                list(graph.output_names), {name: feed[name] for name in graph.input_names})))
             for name in graph.output_names:
                 reference = expected_state if name == "new_state" else getattr(expected, name)
                 error = (float(np.max(np.abs(got[name].astype(np.float64) - reference.numpy().astype(np.float64))))
@@ -258,22 +267,30 @@ class OnnxFrameModel:
             values["imu_valid"] = torch.ones(values["imu_features"].shape[:-1], dtype=torch.bool)
         return [values[name] for name in _INPUTS]
 
-    def _feed(self, inputs: ModelInputs, state: torch.Tensor | None, names: tuple[str, ...]) -> dict[str, np.ndarray]:
-        values = dict(zip(_INPUTS, self._full_inputs(inputs, state)))
-        if self._window_shape is not None and tuple(values["imu_features"].shape[1:3]) != self._window_shape:
-            raise ValueError(f"IMU window must be [1, {self._window_shape[0]}, {self._window_shape[1]}, 3], "
-                             f"got {tuple(values['imu_features'].shape)}")
+    def _feed(self, inputs: ModelInputs, state: torch.Tensor | None) -> dict[str, np.ndarray]:
+        """Every input the model takes as a C-contiguous NumPy array of its graph's dtype (a graph
+        may use fewer: callers pick its ``input_names``); absent masks and state are the
+        constant defaults of :meth:`_full_inputs`. Shapes are checked here, once per frame."""
+        feed = {"hand_scale": _as_array(inputs.hand_scale, np.float32)}
         if self.config.uses_vision:
-            size = self.config.vision_encoder.crop_size
-            views = self.config.vision_encoder.num_views
-            if tuple(values["crops"].shape) != (1, views, size, size):
-                raise ValueError(f"crops must be [1, {views}, {size}, {size}], got {tuple(values['crops'].shape)}")
-        feed = {}
-        for name in names:
-            value = values[name]
-            dtype = np.bool_ if name in ("view_valid", "imu_valid") else np.float32
-            feed[name] = np.ascontiguousarray(value.detach().numpy() if isinstance(value, torch.Tensor) else value,
-                                              dtype=dtype)
+            size, views = self.config.vision_encoder.crop_size, self.config.vision_encoder.num_views
+            crops = _as_array(inputs.crops, np.float32)
+            if crops.shape != (1, views, size, size):
+                raise ValueError(f"crops must be [1, {views}, {size}, {size}], got {tuple(crops.shape)}")
+            feed["crops"] = crops
+            feed["K_virtual"] = _as_array(inputs.K_virtual, np.float32)
+            feed["R_virtual_from_camera"] = _as_array(inputs.R_virtual_from_camera, np.float32)
+            feed["view_valid"] = (np.ones((1, views), dtype=np.bool_) if inputs.view_valid is None
+                                  else _as_array(inputs.view_valid, np.bool_))
+            feed["state"] = _as_array(self.initial_state() if state is None else state, np.float32)
+        if self.config.uses_imu:
+            features = _as_array(inputs.imu_features, np.float32)
+            if features.shape[1:3] != self._window_shape:
+                raise ValueError(f"IMU window must be [1, {self._window_shape[0]}, {self._window_shape[1]}, 3], "
+                                 f"got {tuple(features.shape)}")
+            feed["imu_features"] = features
+            feed["imu_valid"] = (np.ones(features.shape[:-1], dtype=np.bool_) if inputs.imu_valid is None
+                                 else _as_array(inputs.imu_valid, np.bool_))
         return feed
 
     def _outputs(self, names: tuple[str, ...], values: list[np.ndarray]) -> tuple[ModelOutputs, torch.Tensor | None]:
@@ -281,6 +298,10 @@ class OnnxFrameModel:
         state = got.pop("new_state", None)
         outputs = ModelOutputs(root_relative=self.root_relative, **got)
         return outputs, state
+
+
+def _as_array(value: torch.Tensor | np.ndarray, dtype: type) -> np.ndarray:
+    return np.ascontiguousarray(value.detach().numpy() if isinstance(value, torch.Tensor) else value, dtype=dtype)
 
 
 def inference_model(model: HandPoseModel, backend: str = "auto", num_threads: int = 1,
