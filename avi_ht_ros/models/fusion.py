@@ -105,36 +105,40 @@ class HierarchicalCrossSensorFusion(nn.Module):
         Returns ``(hand_representation [B, d], imu_attention [B, N_s], vision_weight [B],
         level1_attention [B, 1+N_s, 1+N_s])`` (attentions averaged over heads).
         """
-        b = visual_token.shape[0]
+        b, num_sensors, dim = sensor_tokens.shape
         heads = self.num_heads
-        tokens = torch.cat([visual_token[None], sensor_tokens.transpose(0, 1)], dim=0)  # [1+N_s, B, d]
-        n = tokens.shape[0]
+        n = 1 + num_sensors
+        # flat sequence-major token stream [(1+N_s)·B, d]: the B visual tokens, then sensor 0 of
+        # each batch element, ... (for B = 1 the transpose is the identity and is left out)
+        sensor_rows = sensor_tokens.reshape(-1, dim) if b == 1 else sensor_tokens.transpose(0, 1).reshape(-1, dim)
+        tokens = torch.cat([visual_token, sensor_rows], dim=0)
         if all_live is None:
             all_live = bool(sensor_valid.all())  # the common case skips the masks (same result)
         bias1 = self.prior.key_major(b, heads)  # [B·H, n_key, n_query]
         if not all_live:
             key_valid = torch.cat([sensor_valid.new_ones(b, 1), sensor_valid], dim=1)
             bias1 = bias1 + key_padding_bias(key_valid, heads, tokens.dtype, keep_diagonal=True)
-        tokens, attention1 = self.level1(tokens, bias1)
+        tokens, attention1 = self.level1.forward_flat(tokens, b, bias1)
         level1_attention = attention1.view(b, heads, n, n).mean(dim=1)
         imu_attention = level1_attention[:, 0, 1:]
 
+        sensor_outputs = tokens[b:].view(num_sensors, b, dim)
         if all_live:
-            imu_summary, bias2 = tokens[1:].mean(dim=0), None
+            imu_summary, bias2 = sensor_outputs.mean(dim=0), None
         else:
             live = sensor_valid.transpose(0, 1).to(tokens.dtype)[..., None]  # [N_s, B, 1]
             live_count = live.sum(dim=0)  # [B, 1]
             any_live = live_count > 0
-            mean_sensor = (tokens[1:] * live).sum(dim=0) / live_count.clamp(min=1.0)
+            mean_sensor = (sensor_outputs * live).sum(dim=0) / live_count.clamp(min=1.0)
             imu_summary = torch.where(any_live, mean_sensor, self.missing_imu_token)
             # The visual key is always valid, so no row is empty without the diagonal
             # exemption: with no live sensor both rows attend to vision only (vision_weight = 1).
             bias2 = key_padding_bias(torch.cat([any_live.new_ones(b, 1), any_live], dim=1), heads, tokens.dtype,
                                      keep_diagonal=False)
-        pair = torch.stack([tokens[0], imu_summary], dim=0)  # [2, B, d]
-        pair, attention2 = self.level2(pair, bias2)
+        pair = torch.cat([tokens[:b], imu_summary], dim=0)  # flat [2·B, d]
+        pair, attention2 = self.level2.forward_flat(pair, b, bias2)
         vision_weight = attention2.view(b, heads, 2, 2)[..., 0].mean(dim=(1, 2))
-        hand = layer_norm(self.output_norm, pair.mean(dim=0))
+        hand = layer_norm(self.output_norm, pair.view(2, b, dim).mean(dim=0))
         return hand, imu_attention, vision_weight, level1_attention
 
 
