@@ -117,11 +117,13 @@ class SequenceFirstAttention(nn.Module):
             weight, joint_bias = cached_for_inference(
                 self, "_joint_projection_cache", (self.query.weight, self.query.bias, self.key_value.weight,
                                                   self.key_value.bias), self._joint_projection)
-            q_t, k, v = F.linear(key_source, weight, joint_bias).view(s, heads, 3, self.head_dim).unbind(2)
+            # split along the last axis (not unbind): one ONNX Split, no Squeeze per part
+            q_t, k, v = F.linear(key_source, weight, joint_bias).view(s, heads, 3 * self.head_dim).split(
+                self.head_dim, dim=2)
             q_t = q_t.permute(1, 2, 0)  # [N·H, dh, Sq]
         else:
             q_t = linear(self.query, query_source).view(sq, heads, self.head_dim).permute(1, 2, 0)
-            k, v = linear(self.key_value, key_source).view(s, heads, 2, self.head_dim).unbind(2)
+            k, v = linear(self.key_value, key_source).view(s, heads, 2 * self.head_dim).split(self.head_dim, dim=2)
         k, v = k.transpose(0, 1), v.transpose(0, 1)  # [N·H, S, dh] views
         # logits = K Qᵀ·scale + bias in one op (a zero when there is no bias)
         logits = torch.baddbmm(self._zero if bias is None else bias, k, q_t, alpha=self.scale)  # [N·H, S, Sq]
