@@ -68,6 +68,37 @@ def _frames(model, rng):
     return frames
 
 
+def test_the_numpy_liveness_check_is_the_imu_encoders_shortcut_condition():
+    """window_is_live (NumPy, per frame) agrees with the encoder's own window_all_valid on every
+    kind of window; where it cannot (finite samples whose sum overflows) it errs towards the
+    masked graph, which is right for any window."""
+    from avi_ht_ros.models.imu_encoder import window_all_valid
+
+    rng = np.random.default_rng(3)
+    cases = []
+    for index in range(8):
+        features = torch.from_numpy(rng.normal(size=(1, 14, 23, 3)).astype(np.float32))
+        valid = None if index == 0 else torch.ones(1, 14, 23, dtype=torch.bool)
+        if index == 2:
+            features[0, 3, 4, 1] = float("nan")
+        if index == 3:
+            features[0, 0, 0, 0] = float("inf")
+        if index == 4:
+            features[0, 13, 22, 2] = float("-inf")
+        if index == 5:
+            valid[0, 7, 11] = False
+        if index == 6:
+            features[0, 1, 1, 1], features[0, 2, 2, 2] = float("inf"), float("-inf")  # sum would be NaN
+        cases.append((features, valid))
+    for features, valid in cases:
+        expected = window_all_valid(features, valid)
+        assert B.window_is_live(features, valid) is expected
+        assert B.window_is_live(features.numpy(), None if valid is None else valid.numpy()) is expected
+    huge = torch.full((1, 14, 23, 3), 3e38)
+    assert window_all_valid(huge, None) and not B.window_is_live(huge, None)  # conservative, never wrong
+    assert B.window_is_live(None, None)
+
+
 @pytest.mark.parametrize("name", ["avi_ht", "vision_only", "imu_only"])
 @pytest.mark.parametrize("side", ["right", "left"])
 def test_every_output_and_the_carried_state_match_pytorch(shipped, name, side):
