@@ -160,6 +160,35 @@ def test_attention_rows_are_distributions_and_first_row_sums_to_at_most_one(glov
     assert bool(((outputs.vision_weight > 0) & (outputs.vision_weight < 1)).all())
 
 
+def test_imu_encoders_first_layer_projection_from_the_raw_rows_equals_layernorm_then_projection(glove):
+    """The inference shortcut computes W_qkv·LN(x) + b of the first layer from the 3p-dim rows
+    (x = rows·W_inᵀ + token embedding): same values as the LayerNorm and the projection, with a
+    non-trivial LayerNorm affine, zeroed (masked) rows and two batch elements; a weight change
+    invalidates its cached factors."""
+    torch.manual_seed(12)
+    encoder = build_model(tiny_config("avi_ht"), glove=glove).imu_encoder
+    layer = encoder.layers[0]
+    with torch.no_grad():
+        layer.attention_norm.weight.uniform_(0.5, 1.5)
+        layer.attention_norm.bias.normal_(0.0, 0.3)
+    batch = 2
+    tokens = encoder.window_length // encoder.samples_per_token
+    rows = torch.randn(tokens * batch * encoder.num_features, 3 * encoder.samples_per_token)
+    rows[::7] = 0.0  # masked samples are zeroed before the projection
+
+    def reference():
+        x = torch.addmm(encoder._token_embedding(batch), rows, encoder.input_projection.weight.t())
+        weight, bias = layer.attention._joint_projection()
+        return torch.nn.functional.linear(layer.attention_norm(x), weight, bias)
+
+    with torch.no_grad():
+        for _ in range(2):
+            torch.testing.assert_close(encoder._first_layer_joint_projection(rows, batch), reference(),
+                                       atol=2e-5, rtol=1e-5)
+            layer.attention.key_value.weight.mul_(1.3)  # the cached factors must follow
+            encoder.row_embedding.add_(0.2)
+
+
 def test_inference_fast_paths_match_the_autograd_path(glove):
     """Eval + no autograd uses folded batch norms, channels-last convolutions and cached joint
     projections; results must equal the plain module path (autograd on), also after the

@@ -99,15 +99,20 @@ class SequenceFirstAttention(nn.Module):
         return output.view(sq, n, dim), attention
 
     def forward_flat(
-        self, query_source: torch.Tensor, key_source: torch.Tensor, batch: int, bias: torch.Tensor | None = None,
-        self_attention: bool = False,
+        self, query_source: torch.Tensor | None, key_source: torch.Tensor | None, batch: int,
+        bias: torch.Tensor | None = None, self_attention: bool = False, joint_projected: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """:meth:`forward` on sequence-major *flat* tensors: ``query_source [Sq·N, D]``, ``key_source
         [S·N, D]`` (row ``s·N + n``), ``batch`` = N; returns ``[Sq·N, D]``. ``self_attention``: the
         two are the same tokens (queries, keys and values from one projection). Callers that keep
         their token stream flat (the IMU encoder, the fusion) export to ONNX graphs without the
-        reshapes that 3-D operands put around every matrix product."""
+        reshapes that 3-D operands put around every matrix product. ``joint_projected``: the
+        self-attention's joint projection ``[S·N, 3D]`` of the key source (rows ordered as
+        :meth:`_joint_projection`'s), computed by the caller; the sources are then not needed."""
         n = batch
+        if joint_projected is not None:
+            return self._attend(joint_projected.view(-1, n * self.num_heads, 3 * self.head_dim).split(
+                self.head_dim, dim=2), n, bias)
         dim = key_source.shape[1]
         sq, s = query_source.shape[0] // n, key_source.shape[0] // n
         if sq == 1 and not self_attention:
@@ -118,17 +123,23 @@ class SequenceFirstAttention(nn.Module):
                 self, "_joint_projection_cache", (self.query.weight, self.query.bias, self.key_value.weight,
                                                   self.key_value.bias), self._joint_projection)
             # split along the last axis (not unbind): one ONNX Split, no Squeeze per part
-            q_t, k, v = F.linear(key_source, weight, joint_bias).view(s, heads, 3 * self.head_dim).split(
-                self.head_dim, dim=2)
-            q_t = q_t.permute(1, 2, 0)  # [N·H, dh, Sq]
-        else:
-            q_t = linear(self.query, query_source).view(sq, heads, self.head_dim).permute(1, 2, 0)
-            k, v = linear(self.key_value, key_source).view(s, heads, 2 * self.head_dim).split(self.head_dim, dim=2)
+            return self._attend(F.linear(key_source, weight, joint_bias).view(s, heads, 3 * self.head_dim).split(
+                self.head_dim, dim=2), n, bias)
+        q = linear(self.query, query_source).view(sq, heads, self.head_dim)
+        k, v = linear(self.key_value, key_source).view(s, heads, 2 * self.head_dim).split(self.head_dim, dim=2)
+        return self._attend((q, k, v), n, bias)
+
+    def _attend(self, qkv: tuple[torch.Tensor, torch.Tensor, torch.Tensor], n: int, bias: torch.Tensor | None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Projected ``q [Sq, N·H, dh]``, ``k, v [S, N·H, dh]`` → flat output ``[Sq·N, D]``, attention."""
+        q, k, v = qkv
+        sq = q.shape[0]
+        q_t = q.permute(1, 2, 0)  # [N·H, dh, Sq]
         k, v = k.transpose(0, 1), v.transpose(0, 1)  # [N·H, S, dh] views
         # logits = K Qᵀ·scale + bias in one op (a zero when there is no bias)
         logits = torch.baddbmm(self._zero if bias is None else bias, k, q_t, alpha=self.scale)  # [N·H, S, Sq]
         attention = logits.permute(1, 0, 2).softmax(dim=0).permute(1, 2, 0)  # [N·H, Sq, S]
-        attended = torch.bmm(attention, v).transpose(0, 1).reshape(sq * n, dim)
+        attended = torch.bmm(attention, v).transpose(0, 1).reshape(sq * n, self.num_heads * self.head_dim)
         return linear(self.out, attended), attention
 
 
@@ -162,17 +173,22 @@ class TransformerBlock(nn.Module):
         return x.view(-1, n, dim), attention
 
     def forward_flat(
-        self, x: torch.Tensor, batch: int, bias: torch.Tensor | None = None, last_query_only: bool = False
+        self, x: torch.Tensor, batch: int, bias: torch.Tensor | None = None, last_query_only: bool = False,
+        joint_projected: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """:meth:`forward` on a sequence-major flat stream ``x [S·N, D]`` (``batch`` = N), returning
-        ``[S·N or N, D]`` (see :meth:`SequenceFirstAttention.forward_flat`)."""
-        h = layer_norm(self.attention_norm, x)
-        if last_query_only:
-            x, query_source = x[-batch:], h[-batch:]
-        else:
-            query_source = h
-        attended, attention = self.attention.forward_flat(query_source, h, batch, bias,
-                                                          self_attention=not last_query_only)
+        ``[S·N or N, D]`` (see :meth:`SequenceFirstAttention.forward_flat`). ``joint_projected``:
+        the attention's joint q|k|v projection of ``LN(x)``, when the caller has a cheaper way to
+        it (the IMU encoder's first layer); every query is then computed."""
+        h = query_source = None
+        if joint_projected is None:
+            h = layer_norm(self.attention_norm, x)
+            if last_query_only:
+                x, query_source = x[-batch:], h[-batch:]
+            else:
+                query_source = h
+        attended, attention = self.attention.forward_flat(query_source, h, batch, bias, self_attention=not last_query_only,
+                                                          joint_projected=joint_projected)
         x = x + attended
         if self.has_feedforward:
             x = x + relu_mlp(self.feedforward, layer_norm(self.feedforward_norm, x))

@@ -138,14 +138,13 @@ class ImuEncoder(nn.Module):
         tokens = t // self.samples_per_token
         rows = (features * self.row_scale).view(b, tokens, self.samples_per_token, f, 3)
         rows = rows.permute(1, 0, 3, 2, 4).reshape(tokens * b * f, -1)  # [T/p·B·F, 3p]
-        # Projection bias + row identity + time step, [T/p·B·F, D]; cached during inference.
         token_embedding = cached_for_inference(
             self, f"_token_embedding_cache_{b}",
             (self.input_projection.bias, self.row_embedding, self.positional_encoding),
-            lambda: (self.input_projection.bias + self.row_embedding + self.positional_encoding[:, None])
-            .repeat(1, b, 1).flatten(0, 1),
-        )
+            lambda: self._token_embedding(b))
         x = torch.addmm(token_embedding, rows, self.input_projection.weight.t())  # flat [T/p·B·F, D]
+        # inference: the first layer's LayerNorm + q|k|v projection straight from the 3p-dim rows
+        first_projected = None if torch.is_grad_enabled() else self._first_layer_joint_projection(rows, b)
         if all_valid:
             key_bias, row_valid = None, None
         else:
@@ -158,7 +157,8 @@ class ImuEncoder(nn.Module):
             key_bias = key_padding_bias(key_valid, self.num_heads, x.dtype, keep_diagonal=False)
         for index, layer in enumerate(self.layers):
             # Only the last time step is used: the last layer computes nothing else.
-            x = layer.forward_flat(x, b * f, key_bias, last_query_only=index == len(self.layers) - 1)[0]
+            x = layer.forward_flat(x, b * f, key_bias, last_query_only=index == len(self.layers) - 1,
+                                   joint_projected=first_projected if index == 0 else None)[0]
         first, _, second = self.output_mlp  # x: the last time step, [B·F, D]
         hidden = torch.relu(linear(first, layer_norm(self.output_norm, x))).view(b, f, -1)  # [B, F, hidden]
         if row_valid is None:
@@ -179,6 +179,55 @@ class ImuEncoder(nn.Module):
         rows_per_sensor = weights.sum(dim=-1, keepdim=True)
         sensor_tokens = weights @ row_embeddings / rows_per_sensor.clamp(min=1.0) + self.sensor_embedding
         return SensorTokens(sensor_tokens, rows_per_sensor[..., 0] > 0, None)
+
+
+    def _token_embedding(self, batch_size: int) -> torch.Tensor:
+        """Projection bias + row identity + time step of every token, ``[T/p·B·F, D]``."""
+        return ((self.input_projection.bias + self.row_embedding + self.positional_encoding[:, None])
+                .repeat(1, batch_size, 1).flatten(0, 1))
+
+    def _first_layer_joint_projection(self, rows: torch.Tensor, batch_size: int) -> torch.Tensor:
+        """The first layer's ``W_qkv · LN(x) + b`` for ``x = rows·W_inᵀ + e`` (``e``: each token's
+        embedding), computed from the ``3p``-dim ``rows`` instead of the ``D``-dim ``x``.
+
+        With ``A`` = ``W_in`` minus its per-column mean over the ``D`` outputs and ``ẽ`` = ``e``
+        minus its mean, ``x − mean(x) = A·r + ẽ``, so ``var(x) = rᵀGr + r·u + w`` (``G = AᵀA/D``,
+        ``u = 2Aᵀẽ/D``, ``w = |ẽ|²/D``) and ``W_qkv·LN(x) + b = (r·M + ẽ·P)/σ + c`` with
+        ``P = diag(γ)·W_qkvᵀ``, ``M = Aᵀ·P``, ``c = W_qkv·β + b``. Per frame that is two ``[R, 3p]``
+        products and a scale instead of a LayerNorm and an ``[R, D]×[D, 3D]`` product (~11× fewer
+        multiply-adds). Same result up to float rounding; the factors are cached (inference only).
+        """
+        layer = self.layers[0]
+        norm, attention = layer.attention_norm, layer.attention
+        gram, cross, offset, rows_to_qkv, token_qkv, qkv_bias = cached_for_inference(
+            self, f"_first_layer_factors_{batch_size}",
+            (self.input_projection.weight, self.input_projection.bias, self.row_embedding, self.positional_encoding,
+             norm.weight, norm.bias, attention.query.weight, attention.query.bias, attention.key_value.weight,
+             attention.key_value.bias),
+            lambda: self._first_layer_factors(batch_size))
+        variance = (torch.addmm(cross, rows, gram) * rows).sum(dim=1, keepdim=True) + offset  # var(x) + eps
+        return torch.addmm(token_qkv, rows, rows_to_qkv) * variance.rsqrt() + qkv_bias
+
+    def _first_layer_factors(self, batch_size: int) -> tuple[torch.Tensor, ...]:
+        """The constant factors of :meth:`_first_layer_joint_projection` (float64 for the folds)."""
+        layer = self.layers[0]
+        norm, attention = layer.attention_norm, layer.attention
+        weight = self.input_projection.weight.double()  # [D, 3p]
+        dim = weight.shape[0]
+        centred_weight = weight - weight.mean(dim=0, keepdim=True)
+        embedding = self._token_embedding(batch_size).double()
+        centred_embedding = embedding - embedding.mean(dim=1, keepdim=True)  # [R, D]
+        joint_weight, joint_bias = (t.double() for t in attention._joint_projection())  # [3D, D], [3D]
+        scaled = norm.weight.double()[:, None] * joint_weight.t()  # P = diag(γ) W_qkvᵀ, [D, 3D]
+        factors = (
+            centred_weight.t() @ centred_weight / dim,  # G [3p, 3p]
+            2.0 * centred_embedding @ centred_weight / dim,  # u per token [R, 3p]
+            (centred_embedding**2).sum(dim=1, keepdim=True) / dim + norm.eps,  # w + eps per token [R, 1]
+            centred_weight.t() @ scaled,  # M [3p, 3D]
+            centred_embedding @ scaled,  # ẽ·P per token [R, 3D]
+            norm.bias.double() @ joint_weight.t() + joint_bias,  # c [3D]
+        )
+        return tuple(t.float() for t in factors)
 
 
 class SensorDropout(nn.Module):
