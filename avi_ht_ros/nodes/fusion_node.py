@@ -210,7 +210,7 @@ class FusionNode(Node):
         elif estimate.tracking_state == HandPose.TRACKING_LOST:
             self.landmark_filter.reset()
             self.angle_filter.reset()
-        quat = Rotation.from_matrix(estimate.wrist_rotation).as_quat()
+        quat = Rotation.from_matrix(estimate.wrist_rotation, assume_valid=True).as_quat()  # orthonormal (network head)
         pose = convert.hand_pose_msg(stamp, camera_frame, self.side, estimate.tracking_state, angles,
                                      estimate.hand_scale, estimate.wrist_translation, quat, landmarks,
                                      estimate.sigma, estimate.imu_attention, estimate.vision_weight)
