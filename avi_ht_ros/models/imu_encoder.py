@@ -143,8 +143,11 @@ class ImuEncoder(nn.Module):
             (self.input_projection.bias, self.row_embedding, self.positional_encoding),
             lambda: self._token_embedding(b))
         x = torch.addmm(token_embedding, rows, self.input_projection.weight.t())  # flat [T/p·B·F, D]
-        # inference: the first layer's LayerNorm + q|k|v projection straight from the 3p-dim rows
-        first_projected = None if torch.is_grad_enabled() else self._first_layer_joint_projection(rows, b)
+        # ONNX graphs: the first layer's LayerNorm + q|k|v projection straight from the 3p-dim rows.
+        # Export only (as the vision encoder's closed-form K⁻¹): eager code keeps LN + projection,
+        # so every committed figure reproduces bit for bit (the tracking loop turns a change of
+        # float rounding into a different track).
+        first_projected = self._first_layer_joint_projection(rows, b) if torch.onnx.is_in_onnx_export() else None
         if all_valid:
             key_bias, row_valid = None, None
         else:
@@ -195,7 +198,7 @@ class ImuEncoder(nn.Module):
         ``u = 2Aᵀẽ/D``, ``w = |ẽ|²/D``) and ``W_qkv·LN(x) + b = (r·M + ẽ·P)/σ + c`` with
         ``P = diag(γ)·W_qkvᵀ``, ``M = Aᵀ·P``, ``c = W_qkv·β + b``. Per frame that is two ``[R, 3p]``
         products and a scale instead of a LayerNorm and an ``[R, D]×[D, 3D]`` product (~11× fewer
-        multiply-adds). Same result up to float rounding; the factors are cached (inference only).
+        multiply-adds). Same result up to float rounding; the factors are cached (no autograd).
         """
         layer = self.layers[0]
         norm, attention = layer.attention_norm, layer.attention
