@@ -183,7 +183,6 @@ class ImuEncoder(nn.Module):
         sensor_tokens = weights @ row_embeddings / rows_per_sensor.clamp(min=1.0) + self.sensor_embedding
         return SensorTokens(sensor_tokens, rows_per_sensor[..., 0] > 0, None)
 
-
     def _token_embedding(self, batch_size: int) -> torch.Tensor:
         """Projection bias + row identity + time step of every token, ``[T/p·B·F, D]``."""
         return ((self.input_projection.bias + self.row_embedding + self.positional_encoding[:, None])
