@@ -110,23 +110,20 @@ class SequenceFirstAttention(nn.Module):
         self-attention's joint projection ``[S·N, 3D]`` of the key source (rows ordered as
         :meth:`_joint_projection`'s), computed by the caller; the sources are then not needed."""
         n = batch
-        if joint_projected is not None:
-            return self._attend(joint_projected.view(-1, n * self.num_heads, 3 * self.head_dim).split(
-                self.head_dim, dim=2), n, bias)
-        dim = key_source.shape[1]
-        sq, s = query_source.shape[0] // n, key_source.shape[0] // n
-        if sq == 1 and not self_attention:
-            return self._attend_single_query(query_source, key_source, bias)
         heads = n * self.num_heads
-        if self_attention:  # one projection for q, k and v
+        if joint_projected is None and self_attention:  # one projection for q, k and v
             weight, joint_bias = cached_for_inference(
                 self, "_joint_projection_cache", (self.query.weight, self.query.bias, self.key_value.weight,
                                                   self.key_value.bias), self._joint_projection)
+            joint_projected = F.linear(key_source, weight, joint_bias)
+        if joint_projected is not None:
             # split along the last axis (not unbind): one ONNX Split, no Squeeze per part
-            return self._attend(F.linear(key_source, weight, joint_bias).view(s, heads, 3 * self.head_dim).split(
-                self.head_dim, dim=2), n, bias)
-        q = linear(self.query, query_source).view(sq, heads, self.head_dim)
-        k, v = linear(self.key_value, key_source).view(s, heads, 2 * self.head_dim).split(self.head_dim, dim=2)
+            return self._attend(joint_projected.view(-1, heads, 3 * self.head_dim).split(self.head_dim, dim=2),
+                                n, bias)
+        if query_source.shape[0] == n:
+            return self._attend_single_query(query_source, key_source, bias)
+        q = linear(self.query, query_source).view(-1, heads, self.head_dim)
+        k, v = linear(self.key_value, key_source).view(-1, heads, 2 * self.head_dim).split(self.head_dim, dim=2)
         return self._attend((q, k, v), n, bias)
 
     def _attend(self, qkv: tuple[torch.Tensor, torch.Tensor, torch.Tensor], n: int, bias: torch.Tensor | None

@@ -98,7 +98,7 @@ def window_is_live(imu_features: torch.Tensor | np.ndarray | None, imu_valid: to
     without IMU input has only the live graph."""
     if imu_features is None:
         return True
-    features = imu_features.detach().numpy() if isinstance(imu_features, torch.Tensor) else np.asarray(imu_features)
+    features = _as_array(imu_features, np.float32)
     # a NaN or ±inf anywhere makes the sum non-finite: one reduction, a third of np.isfinite().all()'s time
     with np.errstate(over="ignore", invalid="ignore"):  # inf/NaN sums are the answer, not a warning
         total = float(features.sum())
@@ -106,7 +106,7 @@ def window_is_live(imu_features: torch.Tensor | np.ndarray | None, imu_valid: to
         return False
     if imu_valid is None:
         return True
-    return bool((imu_valid.detach().numpy() if isinstance(imu_valid, torch.Tensor) else np.asarray(imu_valid)).all())
+    return bool(_as_array(imu_valid, np.bool_).all())
 
 
 @dataclass(frozen=True)
@@ -114,6 +114,11 @@ class _Graph:
     session: object          # onnxruntime.InferenceSession
     input_names: tuple[str, ...]
     output_names: tuple[str, ...]
+
+    def run(self, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+        """The outputs (``output_names`` order) for ``feed`` (:meth:`OnnxFrameModel._feed`; the
+        inputs this graph does not take are left out)."""
+        return self.session.run(list(self.output_names), {name: feed[name] for name in self.input_names})
 
 
 class OnnxFrameModel:
@@ -159,8 +164,7 @@ class OnnxFrameModel:
         feed = self._feed(inputs, state)
         live = self._window_shape is None or window_is_live(feed["imu_features"], feed["imu_valid"])
         graph = self._graph(side, "live" if live else "masked")
-        values = graph.session.run(list(graph.output_names), {name: feed[name] for name in graph.input_names})
-        return self._outputs(graph.output_names, values)
+        return self._outputs(graph.output_names, graph.run(feed))
 
     def prepare(self, side: str) -> "OnnxFrameModel":
         """Build (export, load, check) every graph of ``side`` now."""
@@ -224,9 +228,7 @@ class OnnxFrameModel:
             inputs = dataclasses.replace(inputs, side=side)
             with torch.inference_mode():
                 expected, expected_state = self.model(inputs, state)
-            feed = self._feed(inputs, state)
-            got = dict(zip(graph.output_names, graph.session.run(
-                list(graph.output_names), {name: feed[name] for name in graph.input_names})))
+            got = dict(zip(graph.output_names, graph.run(self._feed(inputs, state))))
             for name in graph.output_names:
                 reference = expected_state if name == "new_state" else getattr(expected, name)
                 error = (float(np.max(np.abs(got[name].astype(np.float64) - reference.numpy().astype(np.float64))))
@@ -274,29 +276,18 @@ class OnnxFrameModel:
         return [values[name] for name in _INPUTS]
 
     def _feed(self, inputs: ModelInputs, state: torch.Tensor | None) -> dict[str, np.ndarray]:
-        """Every input the model takes as a C-contiguous NumPy array of its graph's dtype (a graph
-        may use fewer: callers pick its ``input_names``); absent masks and state are the
-        constant defaults of :meth:`_full_inputs`. Shapes are checked here, once per frame."""
-        feed = {"hand_scale": _as_array(inputs.hand_scale, np.float32)}
+        """Every input the model takes (:meth:`_full_inputs`, absent masks and state defaulted
+        there) as a C-contiguous NumPy array of its graph's dtype; a graph may use fewer
+        (:meth:`_Graph.run` picks its own). Shapes are checked here, once per frame."""
+        feed = {name: _as_array(value, np.bool_ if name in ("view_valid", "imu_valid") else np.float32)
+                for name, value in zip(_INPUTS, self._full_inputs(inputs, state)) if value is not None}
+        if self._window_shape is not None and feed["imu_features"].shape[1:3] != self._window_shape:
+            raise ValueError(f"IMU window must be [1, {self._window_shape[0]}, {self._window_shape[1]}, 3], "
+                             f"got {tuple(feed['imu_features'].shape)}")
         if self.config.uses_vision:
             size, views = self.config.vision_encoder.crop_size, self.config.vision_encoder.num_views
-            crops = _as_array(inputs.crops, np.float32)
-            if crops.shape != (1, views, size, size):
-                raise ValueError(f"crops must be [1, {views}, {size}, {size}], got {tuple(crops.shape)}")
-            feed["crops"] = crops
-            feed["K_virtual"] = _as_array(inputs.K_virtual, np.float32)
-            feed["R_virtual_from_camera"] = _as_array(inputs.R_virtual_from_camera, np.float32)
-            feed["view_valid"] = (np.ones((1, views), dtype=np.bool_) if inputs.view_valid is None
-                                  else _as_array(inputs.view_valid, np.bool_))
-            feed["state"] = _as_array(self.initial_state() if state is None else state, np.float32)
-        if self.config.uses_imu:
-            features = _as_array(inputs.imu_features, np.float32)
-            if features.shape[1:3] != self._window_shape:
-                raise ValueError(f"IMU window must be [1, {self._window_shape[0]}, {self._window_shape[1]}, 3], "
-                                 f"got {tuple(features.shape)}")
-            feed["imu_features"] = features
-            feed["imu_valid"] = (np.ones(features.shape[:-1], dtype=np.bool_) if inputs.imu_valid is None
-                                 else _as_array(inputs.imu_valid, np.bool_))
+            if feed["crops"].shape != (1, views, size, size):
+                raise ValueError(f"crops must be [1, {views}, {size}, {size}], got {tuple(feed['crops'].shape)}")
         return feed
 
     def _outputs(self, names: tuple[str, ...], values: list[np.ndarray]) -> tuple[ModelOutputs, torch.Tensor | None]:
