@@ -494,3 +494,69 @@ def test_cli_second_camera_flag(tmp_path, capsys):
     assert "camera 2:" in capsys.readouterr().out
     listed = bag_topics(out / "seq_0")
     assert listed[IMAGE_TOPIC] == listed[IMAGE_2_TOPIC] == (convert.IMAGE, 20)
+
+
+# ----------------------------------------------------------------------------- glove wearing
+def _nominal_up(simulator, side="right"):
+    return simulator.glove.flat_hand_up_vectors(side)
+
+
+def test_mount_errors_rotate_only_the_glove_and_zero_sigma_is_the_nominal_glove():
+    base = WorldConfig(duration_s=1.0, camera_rate_hz=10.0, noise_scale=0.0, **SMALL)
+    nominal = SequenceSimulator(base, 5)
+    worn = SequenceSimulator(base.replace(glove_mount_error_deg=6.0), 5)
+    zero = SequenceSimulator(base.replace(glove_mount_error_deg=0.0), 5)
+    g_nom, g_worn = nominal.gloves["right"], worn.gloves["right"]
+    assert np.array_equal(zero.gloves["right"].accel, g_nom.accel)
+    assert np.array_equal(worn.motions["right"].evaluate(np.array([0.3]))["joint_angles"],
+                          nominal.motions["right"].evaluate(np.array([0.3]))["joint_angles"])
+    errors = worn.glove_mount_errors["right"]
+    angles = np.degrees(Rotation.from_matrix(errors).magnitude())
+    assert 2.0 < np.median(angles) < 15.0                                  # chi(3)·6° has median ~9°
+    # noise-free: the worn glove reads the nominal glove's signals in its rotated frames
+    expected = np.einsum("nji,tnj->tni", errors, g_nom.accel)
+    assert np.abs(g_worn.accel - expected).max() < 2e-3 * GRAVITY + 1e-3   # 16-bit ADC
+    assert np.array_equal(nominal.glove_mount_errors["right"], np.broadcast_to(np.eye(3), errors.shape))
+
+
+def test_flat_hand_calibration_removes_the_tilt_of_each_mount_error_and_keeps_its_yaw():
+    config = WorldConfig(duration_s=1.0, camera_rate_hz=10.0, noise_scale=0.0, glove_mount_error_deg=8.0,
+                         glove_mount_calibration=True, glove_calibration_posture_deg=0.0, **SMALL)
+    simulator = SequenceSimulator(config, 7)
+    glove = simulator.gloves["right"]
+    calibration = simulator.glove_calibrations["right"]
+    errors = simulator.glove_mount_errors["right"]
+    up = _nominal_up(simulator)
+    residual = calibration.rotations.as_matrix() @ np.swapaxes(errors, 1, 2)  # nominal -> corrected frame
+    assert np.allclose(np.einsum("nij,nj->ni", residual, up), up, atol=2e-3)  # flat-hand "up" restored
+    yaw = np.degrees(Rotation.from_matrix(residual).magnitude())
+    assert yaw.max() > 1.0                                                   # rotation about "up" stays
+    assert np.abs(calibration.gyro_bias).max() < 1e-6                        # noise-free glove
+    # the recorded samples are the calibrated ones
+    uncalibrated = SequenceSimulator(config.replace(glove_mount_calibration=False), 7).gloves["right"]
+    assert np.allclose(glove.accel, np.einsum("nij,tnj->tni", calibration.rotations.as_matrix(), uncalibrated.accel))
+
+
+def test_calibration_reduces_the_gravity_direction_error_and_survives_a_dead_sensor():
+    base = WorldConfig(duration_s=2.0, camera_rate_hz=10.0, glove_mount_error_deg=5.0, dead_sensors=("index_distal",),
+                       **SMALL)
+
+    def direction_error_deg(config, seed):
+        simulator = SequenceSimulator(config, seed)
+        glove = simulator.gloves["right"]
+        nominal_true = np.einsum("nij,tnj->tni", simulator.glove_mount_errors["right"], glove.accel_true)
+        cosine = np.einsum("tni,tni->tn", glove.accel, nominal_true) / (
+            np.linalg.norm(glove.accel, axis=-1) * np.linalg.norm(nominal_true, axis=-1) + 1e-12)
+        alive = np.arange(12) != 1
+        return np.degrees(np.arccos(np.clip(cosine[:, alive], -1, 1))).mean(), simulator, glove
+
+    raw = np.mean([direction_error_deg(base, seed)[0] for seed in range(3)])
+    calibrated = [direction_error_deg(base.replace(glove_mount_calibration=True), seed) for seed in range(3)]
+    assert np.mean([c[0] for c in calibrated]) < 0.85 * raw
+    simulator, glove = calibrated[0][1], calibrated[0][2]
+    assert np.all(glove.accel[:, 1] == 0.0)                                  # dead sensor: no correction, still zeros
+    assert _calibration_is_identity(simulator.glove_calibrations["right"], 1)
+
+
+def _calibration_is_identity(calibration, index):
+    return (calibration.rotations[index].magnitude() == 0.0 and not calibration.gyro_bias[index].any())

@@ -64,11 +64,15 @@ from avi_ht_ros.common.hand_model import (
     forward_kinematics_numpy,
 )
 from avi_ht_ros.common.params import param, param_specs, validate_params
+from avi_ht_ros.common.imu import ImuStatus
 from avi_ht_ros.common.paths import config_path
 from avi_ht_ros.common.topics import SIM_CONFIG_TOPIC  # re-exported (defined in topics)
+from avi_ht_ros.driver.calibration import (MountingCalibration, StillHandCollector, StillnessLimits,
+                                           solve_mounting_calibration)
 from avi_ht_ros.io import convert
 from avi_ht_ros.io.bag import BagError, BagWriter
-from avi_ht_ros.sim.imu_sim import DeviceClock, ImuErrorModel, load_imu_error_model, simulate_glove_imu
+from avi_ht_ros.sim.imu_sim import (DeviceClock, ImuErrorModel, SimulatedImuArray, load_imu_error_model,
+                                    simulate_glove_imu)
 from avi_ht_ros.sim.motion import ACTIVITY_LABELS, MotionConfig, MotionSequence, generate_sequence
 from avi_ht_ros.sim.render import (
     DEFAULT_BONE_PAIRS,
@@ -125,7 +129,9 @@ _OCCLUDER_STREAM = 5
 _SCENE_STREAM = 6
 _HEAD_STREAM = 7
 _RENDER_STREAM = 8            # view 0: [seed, 8]; the second camera: [seed, 8, 1]
+_WEARING_STREAM = {"right": 9, "left": 10}   # glove mount errors and the calibration posture of a wearing
 
+_CALIBRATION_S = 3.0           # the flat-hand mounting calibration recording (glove_mount_calibration)
 _GLOVE_LEAD_S = 0.5            # glove samples start this long before the first frame (and end after the last)
 _OCCLUDER_CLEARANCE_M = 0.02   # occluder surface stays this far in front of the nearest hand point
 _OCCLUDER_NEAR_M = 0.08        # ... and this far beyond the camera
@@ -177,6 +183,19 @@ class WorldConfig:
     dropout_burst_length: float = param(3.0, "mean length of a dropout burst", range=(1.0, 1000.0), unit="samples")
     dead_sensors: tuple[str, ...] = param((), "dead IMUs: site name or index, optionally '@onset_s' "
                                               "(e.g. 'index_distal', '3@2.5'); replaces the preset's")
+    glove_mount_error_deg: float = param(0.0, "per-wearing sensor-to-bone mounting error: sigma of each "
+                                              "rotation-vector component of a rotation drawn per IMU, hand and "
+                                              "sequence (the glove sits differently each time it is put on); "
+                                              "0 = every IMU exactly on its nominal mount",
+                                         range=(0.0, 30.0), unit="deg")
+    glove_mount_calibration: bool = param(False, "the recorded glove samples are corrected by a flat-hand "
+                                                 "mounting calibration of the same wearing (the glove driver's "
+                                                 "calibrate service, avi_ht_ros.driver.calibration), simulated "
+                                                 "before the sequence")
+    glove_calibration_posture_deg: float = param(3.0, "sigma of each joint angle's and of the wrist tilt's "
+                                                      "deviation from flat, palm down while the calibration is "
+                                                      "recorded (a real hand is never exactly flat)",
+                                                 range=(0.0, 15.0), unit="deg")
     glove_clock_offset_s: float = param(1000.0, "glove device clock reading at true time 0",
                                         range=(1.0, 1.0e7), unit="s")
     glove_clock_drift_ppm: float = param(20.0, "glove device clock rate error (> 0: runs fast)",
@@ -679,6 +698,8 @@ class SequenceSimulator:
             self.camera_2_from_camera = (np.linalg.inv(self.camera_mount_2.parent_from_optical())
                                          @ self.camera_mount.parent_from_optical())
         self.glove = GloveModel.from_yaml(config_path(config.glove_config))
+        self.glove_mount_errors: dict[str, np.ndarray] = {}        # per side, [N, 3, 3] (see mount_errors)
+        self.glove_calibrations: dict[str, MountingCalibration] = {}  # per side, with glove_mount_calibration
         if any(site.imu != self.glove.sites[0].imu for site in self.glove.sites):
             # imu_sim applies one ADC (range, bits) to every sensor of a glove
             raise ConfigError(self.glove.source, "sites: the simulator needs the same imu spec on every site")
@@ -1055,7 +1076,8 @@ class SequenceSimulator:
     # ------------------------------------------------------------------ gloves
     @functools.cached_property
     def gloves(self) -> dict[str, GloveStream]:
-        """Simulated glove streams of every hand (computed on first access)."""
+        """Simulated glove streams of every hand (computed on first access; also fills
+        :attr:`glove_mount_errors` and, with ``glove_mount_calibration``, :attr:`glove_calibrations`)."""
         config = self.config
         clock = DeviceClock(config.glove_clock_offset_s, config.glove_clock_drift_ppm)
         rate = config.imu_rate_hz
@@ -1064,22 +1086,87 @@ class SequenceSimulator:
         out = {}
         for side in self.sides:
             motion, offset = self.motions[side], self.hand_offsets[side]
+            wearing_rng = np.random.default_rng([self.seed, _WEARING_STREAM[side]])
+            mount_errors = self.mount_errors(side, wearing_rng)
 
-            def pose_at(times, motion=motion, offset=offset):
+            def pose_at(times, motion=motion, offset=offset, mount_errors=mount_errors):
                 rotations, positions = motion.sensor_poses(self.motion_time(times), self.glove)
-                return rotations, positions + offset
+                return rotations @ mount_errors, positions + offset
 
             device_us, _ = clock.sample_schedule(start, end, rate)
             first_sequence = int(round(float(device_us[0]) * 1e-6 * rate)) % 2**32
-            stream = simulate_glove_imu(pose_at, start, end, self.imu_model,
-                                        np.random.default_rng([self.seed, _IMU_STREAM[side]]),
-                                        clock=clock, rate_hz=rate, first_sequence=first_sequence)
+            sensors = SimulatedImuArray(self.imu_model, self.glove.num_sensors,
+                                        np.random.default_rng([self.seed, _IMU_STREAM[side]]), rate)
+            stream = simulate_glove_imu(pose_at, start, end, sensors, clock=clock, rate_hz=rate,
+                                        first_sequence=first_sequence)
             stamps = self.start_ns + np.rint((stream.true_time_s - config.time_offset_s) * 1e9).astype(np.int64)
             imu = stream.imu
+            accel, gyro = imu.accel, imu.gyro
+            self.glove_mount_errors[side] = mount_errors
+            if config.glove_mount_calibration:
+                calibration = self.flat_hand_calibration(side, sensors, mount_errors, wearing_rng)
+                self.glove_calibrations[side] = calibration
+                accel, gyro = calibration.apply(accel, gyro)
             out[side] = GloveStream(side, self.glove.frame_ids(side), stamps, stream.true_time_s,
-                                    stream.device_time_us, stream.sequence, imu.accel, imu.gyro, imu.accel_true,
+                                    stream.device_time_us, stream.sequence, accel, gyro, imu.accel_true,
                                     imu.gyro_true, imu.status, float(variances[0]), float(variances[1]))
         return out
+
+    def mount_errors(self, side: str, wearing_rng: np.random.Generator) -> np.ndarray:
+        """``[N, 3, 3]`` per-wearing mounting errors (actual sensor frame -> nominal mount frame)
+        of one hand's IMUs: rotation vectors with i.i.d. N(0, ``glove_mount_error_deg``)
+        components, the first draws of the wearing's generator (identity when the σ is 0)."""
+        sigma = math.radians(self.config.glove_mount_error_deg)
+        rotvecs = wearing_rng.standard_normal((self.glove.num_sensors, 3)) * sigma
+        return Rotation.from_rotvec(rotvecs).as_matrix()
+
+    def flat_hand_calibration(self, side: str, sensors: SimulatedImuArray, mount_errors: np.ndarray,
+                              wearing_rng: np.random.Generator) -> MountingCalibration:
+        """The mounting calibration the glove driver would store for this wearing.
+
+        The user holds the hand "flat, palm down, still" for :data:`_CALIBRATION_S` before the
+        sequence: every joint angle and the wrist tilt deviate from flat by
+        N(0, ``glove_calibration_posture_deg``); the same physical glove (``sensors``: its
+        biases, scale and misalignment errors) with the same mounts measures it, and
+        :func:`~avi_ht_ros.driver.calibration.solve_mounting_calibration` turns the still
+        recording into corrections — exactly what the driver's ``calibrate`` service does.
+        Sensors without usable samples (dead from power-on) get no correction (the driver would
+        refuse; their samples stay DEAD either way).
+        """
+        sigma = math.radians(self.config.glove_calibration_posture_deg)
+        motion = self.motions[side]
+        angles = wearing_rng.standard_normal(22) * sigma
+        tilt = Rotation.from_rotvec(wearing_rng.standard_normal(3) * sigma).as_matrix()
+        fk = forward_kinematics_numpy(angles, tilt, np.zeros(3), scale=motion.scale, side=side,
+                                      model=motion.hand_model)
+        rotations, positions = self.glove.sensor_poses(fk)
+        rotations = rotations @ mount_errors
+
+        def still(times):
+            count = np.asarray(times).size
+            return (np.broadcast_to(rotations, (count, *rotations.shape)),
+                    np.broadcast_to(positions, (count, *positions.shape)))
+
+        recording = simulate_glove_imu(still, 0.0, _CALIBRATION_S, sensors, rate_hz=sensors.rate_hz)
+        imu = recording.imu
+        usable = imu.status == int(ImuStatus.OK)
+        alive = np.nonzero(usable.sum(axis=0) >= StillnessLimits().min_samples)[0]
+        collector = StillHandCollector(alive.size)
+        for k in range(imu.accel.shape[0]):
+            collector.add(imu.accel[k, alive], imu.gyro[k, alive], usable[k, alive])
+        names = self.glove.sensor_names
+        solved = solve_mounting_calibration(collector, self.glove.flat_hand_up_vectors(side)[alive],
+                                            sensor_names=[names[i] for i in alive], handedness=side)
+        rotvecs = np.zeros((self.glove.num_sensors, 3))
+        rotvecs[alive] = solved.rotations.as_rotvec()
+        gyro_bias = np.zeros((self.glove.num_sensors, 3))
+        gyro_bias[alive] = solved.gyro_bias
+        residual = np.zeros(self.glove.num_sensors)
+        residual[alive] = solved.residual_deg
+        norms = np.zeros(self.glove.num_sensors)
+        norms[alive] = solved.accel_norm_m_s2
+        return MountingCalibration(Rotation.from_rotvec(rotvecs), gyro_bias, tuple(names), residual, norms,
+                                   solved.common_tilt_deg, side)
 
     # ------------------------------------------------------------------ outputs
     def sequence(self, images: np.ndarray | None, images_2: np.ndarray | None = None) -> SimSequence:
