@@ -3,9 +3,13 @@
 What is timed: one ``model(inputs, state)`` call — batch 1, one view, the recurrent state
 carried from the previous call, under ``torch.inference_mode()`` on ``num_threads`` CPU
 threads (default 1) — i.e. exactly the per-frame work of the live tracker's network step
-(crop making and IMU feature extraction excluded). Models are timed *interleaved* (one frame
-of each per round, order rotating) so background load affects them alike and the ratio is
-fair. Inputs are synthetic (random crops, a plausible virtual camera, random IMU window).
+(crop making and IMU feature extraction excluded). The models of one backend are timed
+*interleaved* (one frame of each per round, order rotating) so background load affects them
+alike and the ratio is fair; backends are timed one after the other, as a deployment runs one
+runtime (eager PyTorch frames between ONNX Runtime frames leave PyTorch's working set in the
+caches and made the fused/vision-only ratio on ONNX Runtime 1.28-1.31 instead of 1.20-1.24,
+docs/MODEL.md). Inputs are synthetic (random crops, a plausible virtual camera, random IMU
+window).
 """
 from __future__ import annotations
 
@@ -141,8 +145,8 @@ def benchmark_models(
     backends: tuple[str, ...] = ("torch",),
 ) -> dict[str, LatencyResult]:
     """Build the models (default: the shipped ``config/model_{avi_ht,vision_only,imu_only}.yaml``),
-    time them on every backend of ``backends`` ("torch", "onnxruntime": the same weights, all
-    interleaved), print a table per backend.
+    time them on every backend of ``backends`` ("torch", "onnxruntime": the same weights; the
+    models of a backend interleaved, the backends in turn), print a table per backend.
 
     Returns ``{timed_name(name, backend): LatencyResult}``; the fused/vision-only ratio on PyTorch
     is ``results["avi_ht"].p50_ms / results["vision_only"].p50_ms``.
@@ -152,12 +156,12 @@ def benchmark_models(
                    for name in ("avi_ht", "vision_only", "imu_only")}
     torch.manual_seed(seed)
     models = {name: build_model(config) for name, config in configs.items()}
-    timed: dict[str, HandPoseModel | OnnxFrameModel] = {}
+    results: dict[str, LatencyResult] = {}
     for backend in backends:
-        for name, model in models.items():
-            timed[timed_name(name, backend)] = (
-                model if backend == "torch" else OnnxFrameModel(model, num_threads=num_threads).prepare("right"))
-    results = measure_latencies(timed, iterations=iterations, warmup=warmup, num_threads=num_threads)
+        timed = {timed_name(name, backend): (
+            model if backend == "torch" else OnnxFrameModel(model, num_threads=num_threads).prepare("right"))
+            for name, model in models.items()}
+        results.update(measure_latencies(timed, iterations=iterations, warmup=warmup, num_threads=num_threads))
     if print_table:
         print(f"per-frame latency, batch 1, {num_threads} thread(s), {iterations} frames after {warmup} warm-up")
         for backend in backends:

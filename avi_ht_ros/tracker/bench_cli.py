@@ -9,8 +9,9 @@ that target runs). Each ``run(args) -> int`` prints its own table.
 ``avi-ht bench graph``: :mod:`avi_ht_ros.graph_bench` (the node processes on a simulated scenario).
 
 ``avi-ht bench model``: per-frame latency (p50/p99) of the fusion model and the vision-only
-baseline (by default the shipped checkpoints' architectures), timed interleaved in the same process on one thread
-(:func:`avi_ht_ros.models.bench.benchmark_models`), and the fused/vision-only ratio.
+baseline (by default the shipped checkpoints' architectures), timed interleaved in the same process on one thread,
+one backend after the other (:func:`avi_ht_ros.models.bench.benchmark_models`), and the fused/vision-only ratio
+per backend.
 """
 from __future__ import annotations
 
