@@ -538,8 +538,8 @@ def test_flat_hand_calibration_removes_the_tilt_of_each_mount_error_and_keeps_it
 
 
 def test_calibration_reduces_the_gravity_direction_error_and_survives_a_dead_sensor():
-    base = WorldConfig(duration_s=2.0, camera_rate_hz=10.0, glove_mount_error_deg=5.0, dead_sensors=("index_distal",),
-                       **SMALL)
+    base = WorldConfig(duration_s=2.0, camera_rate_hz=10.0, glove_mount_error_deg=5.0,
+                       dead_sensors=("index_distal", "thumb_distal@0.5"), **SMALL)
 
     def direction_error_deg(config, seed):
         simulator = SequenceSimulator(config, seed)
@@ -547,7 +547,7 @@ def test_calibration_reduces_the_gravity_direction_error_and_survives_a_dead_sen
         nominal_true = np.einsum("nij,tnj->tni", simulator.glove_mount_errors["right"], glove.accel_true)
         cosine = np.einsum("tni,tni->tn", glove.accel, nominal_true) / (
             np.linalg.norm(glove.accel, axis=-1) * np.linalg.norm(nominal_true, axis=-1) + 1e-12)
-        alive = np.arange(12) != 1
+        alive = ~np.isin(np.arange(12), (1, 10))
         return np.degrees(np.arccos(np.clip(cosine[:, alive], -1, 1))).mean(), simulator, glove
 
     raw = np.mean([direction_error_deg(base, seed)[0] for seed in range(3)])
@@ -555,6 +555,9 @@ def test_calibration_reduces_the_gravity_direction_error_and_survives_a_dead_sen
     assert np.mean([c[0] for c in calibrated]) < 0.85 * raw
     simulator, glove = calibrated[0][1], calibrated[0][2]
     assert np.all(glove.accel[:, 1] == 0.0)                                  # dead sensor: no correction, still zeros
+    died = glove.true_time_s - glove.true_time_s[0] >= 0.5                   # calibrated, then dead: zeros as the driver
+    assert simulator.glove_calibrations["right"].gyro_bias[10].any()           # alive while calibrating
+    assert np.all(glove.gyro[died, 10] == 0.0) and np.all(glove.accel[died, 10] == 0.0)
     assert _calibration_is_identity(simulator.glove_calibrations["right"], 1)
 
 

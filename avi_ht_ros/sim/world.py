@@ -69,6 +69,7 @@ from avi_ht_ros.common.paths import config_path
 from avi_ht_ros.common.topics import SIM_CONFIG_TOPIC  # re-exported (defined in topics)
 from avi_ht_ros.driver.calibration import (MountingCalibration, StillHandCollector, StillnessLimits,
                                            solve_mounting_calibration)
+from avi_ht_ros.driver.health import zero_unusable
 from avi_ht_ros.io import convert
 from avi_ht_ros.io.bag import BagError, BagWriter
 from avi_ht_ros.sim.imu_sim import (DeviceClock, ImuErrorModel, SimulatedImuArray, load_imu_error_model,
@@ -1106,7 +1107,8 @@ class SequenceSimulator:
             if config.glove_mount_calibration:
                 calibration = self.flat_hand_calibration(side, sensors, mount_errors, wearing_rng)
                 self.glove_calibrations[side] = calibration
-                accel, gyro = calibration.apply(accel, gyro)
+                accel, gyro = calibration.apply(accel, gyro)   # then DEAD/INVALID zeroed again, as the driver does
+                accel, gyro = zero_unusable(accel, imu.status), zero_unusable(gyro, imu.status)
             out[side] = GloveStream(side, self.glove.frame_ids(side), stamps, stream.true_time_s,
                                     stream.device_time_us, stream.sequence, accel, gyro, imu.accel_true,
                                     imu.gyro_true, imu.status, float(variances[0]), float(variances[1]))
