@@ -510,6 +510,7 @@ def test_mount_errors_rotate_only_the_glove_and_zero_sigma_is_the_nominal_glove(
     assert np.array_equal(zero.gloves["right"].accel, g_nom.accel)
     assert np.array_equal(worn.motions["right"].evaluate(np.array([0.3]))["joint_angles"],
                           nominal.motions["right"].evaluate(np.array([0.3]))["joint_angles"])
+    assert np.array_equal(worn.render_frame(4).image, nominal.render_frame(4).image)  # vision data unchanged
     errors = worn.glove_mount_errors["right"]
     angles = np.degrees(Rotation.from_matrix(errors).magnitude())
     assert 2.0 < np.median(angles) < 15.0                                  # chi(3)·6° has median ~9°
