@@ -497,10 +497,6 @@ def test_cli_second_camera_flag(tmp_path, capsys):
 
 
 # ----------------------------------------------------------------------------- glove wearing
-def _nominal_up(simulator, side="right"):
-    return simulator.glove.flat_hand_up_vectors(side)
-
-
 def test_mount_errors_rotate_only_the_glove_and_zero_sigma_is_the_nominal_glove():
     base = WorldConfig(duration_s=1.0, camera_rate_hz=10.0, noise_scale=0.0, **SMALL)
     nominal = SequenceSimulator(base, 5)
@@ -527,7 +523,7 @@ def test_flat_hand_calibration_removes_the_tilt_of_each_mount_error_and_keeps_it
     glove = simulator.gloves["right"]
     calibration = simulator.glove_calibrations["right"]
     errors = simulator.glove_mount_errors["right"]
-    up = _nominal_up(simulator)
+    up = simulator.glove.flat_hand_up_vectors("right")
     residual = calibration.rotations.as_matrix() @ np.swapaxes(errors, 1, 2)  # nominal -> corrected frame
     assert np.allclose(np.einsum("nij,nj->ni", residual, up), up, atol=2e-3)  # flat-hand "up" restored
     yaw = np.degrees(Rotation.from_matrix(residual).magnitude())

@@ -32,7 +32,7 @@ from avi_ht_ros.common.config_file import load_yaml_mapping
 from avi_ht_ros.common.errors import AviHtError, ConfigError
 from avi_ht_ros.common.imu import GRAVITY_MAGNITUDE
 from avi_ht_ros.common.params import param, validate_params
-from avi_ht_ros.driver.health import STATUS_OK
+from avi_ht_ros.driver.health import STATUS_OK, zero_unusable
 from avi_ht_ros.driver.protocol import GloveFrame
 
 CALIBRATION_FORMAT = "avi_ht_glove_mounting_calibration"
@@ -159,8 +159,10 @@ class MountingCalibration:
         """Angle of each sensor's correction rotation, degrees."""
         return np.degrees(self.rotations.magnitude())
 
-    def apply(self, accel, gyro) -> tuple[np.ndarray, np.ndarray]:
-        """Corrected (accel, gyro) for samples shaped (..., N, 3): R a and R (w - bias)."""
+    def apply(self, accel, gyro, status=None) -> tuple[np.ndarray, np.ndarray]:
+        """Corrected (accel, gyro) for samples shaped (..., N, 3): R a and R (w - bias); with
+        ``status`` (..., N) (health STATUS_*), DEAD and INVALID sensors are zeroed afterwards, as
+        GloveSample requires (the bias would otherwise leave -R·bias in a dead sensor's gyro)."""
         accel = np.asarray(accel, dtype=np.float64)
         gyro = np.asarray(gyro, dtype=np.float64)
         for name, values in (("accel", accel), ("gyro", gyro)):
@@ -169,6 +171,8 @@ class MountingCalibration:
         matrices = self.rotations.as_matrix()
         corrected_accel = np.einsum("nij,...nj->...ni", matrices, accel)
         corrected_gyro = np.einsum("nij,...nj->...ni", matrices, gyro - self.gyro_bias)
+        if status is not None:
+            corrected_accel, corrected_gyro = zero_unusable(corrected_accel, status), zero_unusable(corrected_gyro, status)
         return corrected_accel, corrected_gyro
 
     # ------------------------------------------------------------------ YAML

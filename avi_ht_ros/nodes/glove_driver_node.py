@@ -123,8 +123,7 @@ class GloveDriverNode(Node):
         gyro = zero_unusable(frame.gyro, status)
         with self._lock:
             if self.calibration is not None:
-                accel, gyro = self.calibration.apply(accel, gyro)
-                accel, gyro = zero_unusable(accel, status), zero_unusable(gyro, status)
+                accel, gyro = self.calibration.apply(accel, gyro, status)
             if self._collector is not None:
                 self._collector.add(frame.accel, frame.gyro, status == 0)
         msg = convert.glove_sample_msg(stamp_ns, self.params.side, self.frame_ids, accel, gyro, status,

@@ -64,12 +64,11 @@ from avi_ht_ros.common.hand_model import (
     forward_kinematics_numpy,
 )
 from avi_ht_ros.common.params import param, param_specs, validate_params
-from avi_ht_ros.common.imu import ImuStatus
 from avi_ht_ros.common.paths import config_path
 from avi_ht_ros.common.topics import SIM_CONFIG_TOPIC  # re-exported (defined in topics)
 from avi_ht_ros.driver.calibration import (MountingCalibration, StillHandCollector, StillnessLimits,
                                            solve_mounting_calibration)
-from avi_ht_ros.driver.health import zero_unusable
+from avi_ht_ros.driver.health import STATUS_OK
 from avi_ht_ros.io import convert
 from avi_ht_ros.io.bag import BagError, BagWriter
 from avi_ht_ros.sim.imu_sim import (DeviceClock, ImuErrorModel, SimulatedImuArray, load_imu_error_model,
@@ -1107,8 +1106,7 @@ class SequenceSimulator:
             if config.glove_mount_calibration:
                 calibration = self.flat_hand_calibration(side, sensors, mount_errors, wearing_rng)
                 self.glove_calibrations[side] = calibration
-                accel, gyro = calibration.apply(accel, gyro)   # then DEAD/INVALID zeroed again, as the driver does
-                accel, gyro = zero_unusable(accel, imu.status), zero_unusable(gyro, imu.status)
+                accel, gyro = calibration.apply(accel, gyro, imu.status)   # as the glove driver does
             out[side] = GloveStream(side, self.glove.frame_ids(side), stamps, stream.true_time_s,
                                     stream.device_time_us, stream.sequence, accel, gyro, imu.accel_true,
                                     imu.gyro_true, imu.status, float(variances[0]), float(variances[1]))
@@ -1151,7 +1149,7 @@ class SequenceSimulator:
 
         recording = simulate_glove_imu(still, 0.0, _CALIBRATION_S, sensors, rate_hz=sensors.rate_hz)
         imu = recording.imu
-        usable = imu.status == int(ImuStatus.OK)
+        usable = imu.status == STATUS_OK
         alive = np.nonzero(usable.sum(axis=0) >= StillnessLimits().min_samples)[0]
         collector = StillHandCollector(alive.size)
         for k in range(imu.accel.shape[0]):
@@ -1159,16 +1157,15 @@ class SequenceSimulator:
         names = self.glove.sensor_names
         solved = solve_mounting_calibration(collector, self.glove.flat_hand_up_vectors(side)[alive],
                                             sensor_names=[names[i] for i in alive], handedness=side)
-        rotvecs = np.zeros((self.glove.num_sensors, 3))
-        rotvecs[alive] = solved.rotations.as_rotvec()
-        gyro_bias = np.zeros((self.glove.num_sensors, 3))
-        gyro_bias[alive] = solved.gyro_bias
-        residual = np.zeros(self.glove.num_sensors)
-        residual[alive] = solved.residual_deg
-        norms = np.zeros(self.glove.num_sensors)
-        norms[alive] = solved.accel_norm_m_s2
-        return MountingCalibration(Rotation.from_rotvec(rotvecs), gyro_bias, tuple(names), residual, norms,
-                                   solved.common_tilt_deg, side)
+
+        def every_sensor(values: np.ndarray) -> np.ndarray:  # zeros (no correction) where not calibrated
+            full = np.zeros((self.glove.num_sensors, *values.shape[1:]))
+            full[alive] = values
+            return full
+
+        return MountingCalibration(Rotation.from_rotvec(every_sensor(solved.rotations.as_rotvec())),
+                                   every_sensor(solved.gyro_bias), tuple(names), every_sensor(solved.residual_deg),
+                                   every_sensor(solved.accel_norm_m_s2), solved.common_tilt_deg, side)
 
     # ------------------------------------------------------------------ outputs
     def sequence(self, images: np.ndarray | None, images_2: np.ndarray | None = None) -> SimSequence:
