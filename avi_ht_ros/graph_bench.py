@@ -240,6 +240,8 @@ def run(args: argparse.Namespace) -> int:
                    + _delta(sync_end, sync_start, "frames_dropped_too_few"),
                    "sync_partial_windows": _delta(sync_end, sync_start, "frames_partial"),
                    "fusion_skipped_stale": _delta(fusion_end, fusion_start, "dropped_frames"),
+                   # frames whose vision half ran while they waited for their glove window
+                   "fusion_vision_prefetched": _delta(fusion_end, fusion_start, "vision_prefetched"),
                    "poses_of_received_camera_frames": len(camera_stamps & set(poses))},
         "fusion_node_reported": {k: (fusion_end or {}).get(k) for k in ("input_latency_ms_p50", "input_latency_ms_p99",
                                                                           "latency_ms_p50", "latency_ms_p99",
@@ -301,7 +303,8 @@ def format_result(result: dict) -> str:
               f"frames: {frames['expected']} expected, {frames['poses']} poses, {frames['without_pose']} without a "
               f"pose; node counters over {_f(frames['node_counter_interval_s'], '{:.1f}')} s: sync dropped "
               f"{_f(frames['sync_dropped'], '{:.0f}')}, partial windows {_f(frames['sync_partial_windows'], '{:.0f}')}"
-              f", fusion skipped stale frames {_f(frames['fusion_skipped_stale'], '{:.0f}')}", ""]
+              f", fusion skipped stale frames {_f(frames['fusion_skipped_stale'], '{:.0f}')}, vision half run "
+              f"while waiting for the glove {_f(frames['fusion_vision_prefetched'], '{:.0f}')}", ""]
     processes = result["processes"]
     rows = [[name, _f(v["cpu_percent"], "{:.1f}"), _f(v["rss_mb"], "{:.0f}"), _f(v["peak_rss_mb"], "{:.0f}")]
             for name, v in processes.items()]

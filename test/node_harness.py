@@ -63,20 +63,33 @@ def feed_lockstep(h: Harness, sync_node, image_pub, glove_pub, glove, t0: int, f
     seq = 0
     for j in range(frames):
         camera_ns = t0 + first_frame_ns + j * 16_666_667
-        while t0 + seq * 5_000_000 <= camera_ns + 10_000_000:
-            stamp = t0 + seq * 5_000_000
-            before = stats.glove_samples
-            base.publish_serialized(glove_pub, convert.glove_sample_msg(
-                stamp, "right", glove.frame_ids("right"), rng.normal(0, 0.1, (12, 3)) + [0, 0, 9.81],
-                rng.normal(0, 0.1, (12, 3)), np.zeros(12), seq, stamp // 1000))
-            seq += 1
-            assert h.spin_until(lambda: stats.glove_samples > before, 10.0), "glove sample not received"
+        seq = publish_glove_samples(h, sync_node, glove_pub, glove, t0, seq, camera_ns + 10_000_000, rng)
         before = stats.camera_frames
         base.publish_serialized(image_pub, convert.image_msg(camera_ns, "head_camera_optical_frame", image))
         assert h.spin_until(lambda: stats.camera_frames > before, 10.0), "image not received"
         assert h.spin_until(lambda: sync_node.published + stats.frames_dropped == stats.camera_frames, 10.0)
         if after_frame is not None:
             after_frame(j)
+
+
+def publish_glove_samples(h: Harness, sync_node, glove_pub, glove, t0: int, seq: int, end_ns: int, rng) -> int:
+    """Glove samples ``seq, seq + 1, …`` of a 200 Hz grid from ``t0`` (still, noisy) up to ``end_ns``,
+    each waited for at ``sync_node``; returns the next sequence number."""
+    import numpy as np
+
+    from avi_ht_ros.io import convert
+    from avi_ht_ros.nodes import base
+
+    stats = sync_node.synchronizer.stats
+    while t0 + seq * 5_000_000 <= end_ns:
+        stamp = t0 + seq * 5_000_000
+        before = stats.glove_samples
+        base.publish_serialized(glove_pub, convert.glove_sample_msg(
+            stamp, "right", glove.frame_ids("right"), rng.normal(0, 0.1, (12, 3)) + [0, 0, 9.81],
+            rng.normal(0, 0.1, (12, 3)), np.zeros(12), seq, stamp // 1000))
+        seq += 1
+        assert h.spin_until(lambda: stats.glove_samples > before, 10.0), "glove sample not received"
+    return seq
 
 
 def sync_input_publishers(h: Harness, side: str = "right") -> tuple:

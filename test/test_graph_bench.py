@@ -35,7 +35,8 @@ def test_bench_graph_prints_and_writes_its_figures(tmp_path, separate):
     assert {"camera", "glove", "poses", "synced_frames", "joint_commands"} <= set(data["rates_hz"])
     # --param reached the node: without command_on_pose only the 100 Hz timer commands
     assert 0 < data["rates_hz"]["joint_commands"] <= 102, data["rates_hz"]
-    assert {"expected", "poses", "without_pose", "sync_dropped", "fusion_skipped_stale"} <= set(data["frames"])
+    assert {"expected", "poses", "without_pose", "sync_dropped", "fusion_skipped_stale",
+            "fusion_vision_prefetched"} <= set(data["frames"])
     nodes = {"camera_node", "glove_driver_node", "retarget_node"} | (
         {"sync_node", "fusion_node"} if separate else {"sync_fusion_node"})
     assert data["rates_hz"]["synced_frames"] > 0

@@ -14,7 +14,7 @@ from avi_ht_ros.msg import HandPose, SyncedFrame
 from avi_ht_ros.nodes import base
 from avi_ht_ros.nodes.sync_fusion_node import make_nodes
 from avi_ht_ros.tracker.sync import ImuWindow
-from node_harness import Harness, feed_lockstep, sync_input_publishers
+from node_harness import Harness, feed_lockstep, publish_glove_samples, sync_input_publishers
 
 pytestmark = pytest.mark.ros
 
@@ -32,6 +32,18 @@ def synced_inputs(stamp_ns: int, image: np.ndarray, camera) -> tuple:
             convert.camera_info_msg(stamp_ns, "head_camera_optical_frame", camera.to_camera_info_fields()), window)
 
 
+def _start_streams(h: Harness, sync, camera) -> tuple:
+    """Hand poses collected, input publishers, the camera info delivered: ``(poses, image_pub,
+    glove_pub, t0)``."""
+    poses = h.collect(HandPose, "/right/hand_pose", base.RELIABLE_QOS)
+    image_pub, info_pub, glove_pub = sync_input_publishers(h)
+    t0 = h.probe.get_clock().now().nanoseconds
+    base.publish_serialized(info_pub, convert.camera_info_msg(t0, "head_camera_optical_frame",
+                                                              camera.to_camera_info_fields()))
+    assert h.spin_until(lambda: sync.camera_info is not None, 10.0)
+    return poses, image_pub, glove_pub, t0
+
+
 def test_frames_reach_the_fusion_node_in_process_and_the_topic_only_for_a_subscriber(rclpy_context,
                                                                                      untrained_avi_ht_checkpoint):
     glove = GloveModel.reference()
@@ -41,15 +53,10 @@ def test_frames_reach_the_fusion_node_in_process_and_the_topic_only_for_a_subscr
         Parameter("model_path", value=str(untrained_avi_ht_checkpoint)),
         Parameter("tracker.lost_sigma_m", value=1.0)])
     assert (sync.get_name(), fusion.get_name()) == ("glove_camera_sync", "hand_fusion")
-    assert sync.frame_sink == fusion.handoff.offer
+    assert sync.frame_sink == fusion.handoff.offer and sync.frame_prefetch == fusion.handoff.offer_background
     h = Harness(rclpy_context, sync, fusion)
     try:
-        poses = h.collect(HandPose, "/right/hand_pose", base.RELIABLE_QOS)
-        image_pub, info_pub, glove_pub = sync_input_publishers(h)
-        t0 = h.probe.get_clock().now().nanoseconds
-        base.publish_serialized(info_pub, convert.camera_info_msg(t0, "head_camera_optical_frame",
-                                                                  camera.to_camera_info_fields()))
-        assert h.spin_until(lambda: sync.camera_info is not None, 10.0)
+        poses, image_pub, glove_pub, t0 = _start_streams(h, sync, camera)
         image = np.full((camera.height, camera.width), 90, np.uint8)
         built = []
         make_msg = convert.synced_frame_msg
@@ -98,6 +105,51 @@ def test_frames_reach_the_fusion_node_in_process_and_the_topic_only_for_a_subscr
         release.set()
         assert h.spin_until(lambda: fusion.frames == frames_before + 2, 10.0)
         assert fusion.handoff.replaced == 1 and fusion.dropped == 1 and fusion.handoff.errors == 0
+    finally:
+        h.close()
+
+
+@pytest.mark.parametrize("prefetch", [True, False], ids=["prefetch", "no_prefetch"])
+def test_a_frame_waiting_for_its_glove_window_has_its_vision_half_run_meanwhile(rclpy_context, prefetch):
+    """The image comes before the glove samples around its stamp (the common case live: the glove
+    path is slower than the camera's): the sync node hands it to the fusion node at once, whose
+    tracking thread crops it and runs the network's vision half (ONNX Runtime graphs of the two
+    halves) while the window completes; the frame is then finished with the fusion half. Every
+    frame after the first (which searches, and runs whole) is prefetched; ``prefetch_vision:
+    false`` runs every frame whole. (The shipped model: an untrained one places the hand out of
+    view, where every frame searches and runs whole.)"""
+    glove = GloveModel.reference()
+    camera = default_sim_camera()
+    sync, fusion = make_nodes(context=rclpy_context, namespace="right", parameter_overrides=[
+        Parameter("time_offset_mode", value="fixed"), Parameter("prefetch_vision", value=prefetch),
+        Parameter("tracker.lost_sigma_m", value=1.0)])
+    assert (sync.frame_prefetch is not None) == prefetch
+    h = Harness(rclpy_context, sync, fusion)
+    try:
+        poses, image_pub, glove_pub, t0 = _start_streams(h, sync, camera)
+        image = np.full((camera.height, camera.width), 90, np.uint8)
+        image[200:280, 280:360] = 200
+        rng = np.random.default_rng(0)
+        stats = sync.synchronizer.stats
+        seq = 0
+        frames = 8
+        for j in range(frames):
+            camera_ns = t0 + 100_000_000 + j * 16_666_667
+            # the samples around the stamp are still to come
+            seq = publish_glove_samples(h, sync, glove_pub, glove, t0, seq, camera_ns - 6_000_000, rng)
+            before = stats.camera_frames
+            base.publish_serialized(image_pub, convert.image_msg(camera_ns, "head_camera_optical_frame", image))
+            assert h.spin_until(lambda: stats.camera_frames > before, 10.0), "image not received"
+            if prefetch and j > 0:
+                assert h.spin_until(lambda: fusion.prefetched_frames == j, 10.0), f"frame {j} not prefetched"
+            assert sync.published == j                   # ... so the frame waits for them
+            seq = publish_glove_samples(h, sync, glove_pub, glove, t0, seq, camera_ns + 10_000_000, rng)
+            assert h.spin_until(lambda: len(poses) == j + 1, 10.0), f"no pose for frame {j}"
+        assert h.spin_until(lambda: fusion.frames == frames, 10.0)   # (counted just after the pose is sent)
+        assert fusion.dropped == 0 and fusion.rejected == 0
+        assert fusion.prefetched_frames == (frames - 1 if prefetch else 0) and fusion.handoff.errors == 0
+        stamps = [convert.stamp_ns_of(convert.deserialize(p, convert.HAND_POSE).header.stamp) for p in poses]
+        assert stamps == [t0 + 100_000_000 + j * 16_666_667 for j in range(frames)]
     finally:
         h.close()
 

@@ -2,6 +2,8 @@
 through the tracker; a graph that would not reproduce them is refused, and ``auto`` falls back."""
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -167,6 +169,54 @@ def test_the_tracker_gives_the_same_track_on_both_backends(shipped):
         np.testing.assert_allclose(onnx.imu_attention, eager.imu_attention, atol=0.02)
     first = estimates["torch"][0], estimates["onnxruntime"][0]
     np.testing.assert_allclose(first[1].landmarks, first[0].landmarks, atol=1e-4)  # before the loop feeds back
+
+
+@pytest.mark.parametrize("backend", ["torch", "onnxruntime"])
+def test_a_frame_prepared_before_its_window_gives_the_estimate_of_the_whole_frame(shipped, backend):
+    """HandTracker.prepare runs the crop and the vision half of the next frame before its IMU window
+    is complete (what the fusion node does while the synchronizer waits for the glove);
+    step(prepared=...) then runs only the fusion half. Same track as running each frame whole:
+    identical on PyTorch (encode_vision + fuse are forward's own ops), and on ONNX Runtime (the two
+    halves' graphs, each checked against PyTorch to 1e-4 when built) within the closed loop's
+    rounding amplification of the test above. A preparation made before another frame was
+    stepped is not used."""
+    models, glove = shipped
+    camera = default_sim_camera()
+    yy, xx = np.mgrid[0:camera.height, 0:camera.width]
+    model, _ = B.inference_model(models["avi_ht"], backend, sides=("right",))
+    if backend == "onnxruntime":
+        model.prepare("right", split=True)
+        assert {("", "vision"), ("right", "fuse-live"), ("right", "fuse-masked")} <= set(model._graphs)
+    whole, halves = (HandTracker(model, camera, glove, "right", TrackerConfig(lost_sigma_m=1.0)) for _ in range(2))
+    assert halves.splits
+    rng = np.random.default_rng(3)
+    used = 0
+    for frame in range(20):
+        u, v = 320 + 4 * frame, 260 - 2 * frame
+        image = (200 * np.exp(-((xx - u) ** 2 + (yy - v) ** 2) / 800.0)
+                 + rng.normal(20, 5, xx.shape)).clip(0, 255).astype(np.uint8)
+        window = None if frame == 12 else _window(rng, dead=(4,) if frame >= 8 else ())
+        stamp = frame * 16_666_667
+        prepared = halves.prepare(stamp, image)
+        assert (prepared is None) == (frame == 0)  # the first frame searches: it runs whole
+        used += prepared is not None
+        expected = whole.step(stamp, image, window)
+        got = halves.step(stamp, image, window, prepared=prepared)
+        assert got.tracking_state == expected.tracking_state
+        if backend == "torch":
+            for field in ("landmarks", "joint_angles", "sigma", "imu_attention", "crop_center"):
+                np.testing.assert_array_equal(getattr(got, field), getattr(expected, field), err_msg=field)
+        else:
+            np.testing.assert_allclose(got.landmarks, expected.landmarks, atol=5e-3)
+            np.testing.assert_allclose(got.crop_center, expected.crop_center, atol=5e-3)
+    assert used == 19
+    if backend == "torch":  # stale: prepared for a frame, but another frame was stepped first
+        stale = halves.prepare(20 * 16_666_667, image)
+        for tracker in (whole, halves):
+            tracker.step(20 * 16_666_667, image, window)
+        expected = whole.step(21 * 16_666_667, image, window)
+        got = halves.step(21 * 16_666_667, image, window, prepared=dataclasses.replace(stale, stamp_ns=21 * 16_666_667))
+        np.testing.assert_array_equal(got.landmarks, expected.landmarks)
 
 
 def _window(rng, t=14, n=12, dead=()):

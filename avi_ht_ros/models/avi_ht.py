@@ -80,9 +80,21 @@ class AviHtModel(HandPoseModel):
     def forward(
         self, inputs: ModelInputs, state: RecurrentState | None = None
     ) -> tuple[ModelOutputs, RecurrentState]:
-        vision = self.vision_encoder(
+        vision = self.encode_vision(inputs, state)
+        return self.fuse(inputs, vision), vision.state
+
+    # The frame in two parts (the same computation as forward): the vision half needs only the
+    # image, so a live tracker runs it while the frame's IMU window is still being completed
+    # (HandTracker.prepare), and the fusion half once the window is there.
+    def encode_vision(self, inputs: ModelInputs, state: RecurrentState | None = None) -> VisionEncoding:
+        """The vision encoder on the frame's crops (``inputs``' IMU fields are not read)."""
+        return self.vision_encoder(
             inputs.crops, inputs.K_virtual, inputs.R_virtual_from_camera, inputs.hand_scale, inputs.view_valid, state
         )
+
+    def fuse(self, inputs: ModelInputs, vision: VisionEncoding) -> ModelOutputs:
+        """IMU encoder, hierarchical fusion and head on ``vision`` (:meth:`encode_vision` of the
+        same frame) and ``inputs``' IMU window (its vision fields are not read)."""
         features, valid = imu_window_or_dead(inputs, self.imu_encoder, vision.visual_token)
         if self.training:
             valid = self.sensor_dropout(valid)
@@ -95,7 +107,7 @@ class AviHtModel(HandPoseModel):
             head_outputs, vision, inputs.hand_scale, self.config.vision_encoder.reference_hand_extent_m
         )
         joint_angles = head_outputs["joint_angles"]
-        outputs = ModelOutputs(
+        return ModelOutputs(
             landmarks=self._landmarks(joint_angles, rotation, translation, inputs),
             joint_angles=joint_angles,
             wrist_rotation=rotation,
@@ -107,4 +119,3 @@ class AviHtModel(HandPoseModel):
             level1_attention=level1_attention,
             sensor_valid=sensor_valid,
         )
-        return outputs, vision.state

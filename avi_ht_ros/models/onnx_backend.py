@@ -44,6 +44,7 @@ from torch import nn
 from avi_ht_ros.common.errors import AviHtError
 from avi_ht_ros.models.config import INFERENCE_BACKENDS
 from avi_ht_ros.models.interface import HandPoseModel, ModelInputs, ModelOutputs
+from avi_ht_ros.models.vision_encoder import VisionEncoding
 
 PARITY_TOLERANCE = 1e-4
 """Largest |ONNX − eager| accepted on any output at build time (m for landmarks: 0.1 mm)."""
@@ -55,6 +56,13 @@ _OUTPUTS = ("landmarks", "joint_angles", "wrist_rotation", "wrist_translation", 
             "imu_attention", "vision_weight", "level1_attention", "sensor_valid")
 _INPUTS = ("hand_scale", "crops", "K_virtual", "R_virtual_from_camera", "view_valid", "imu_features", "imu_valid",
            "state")
+
+
+# the split frame (models with vision and IMU, HandTracker.prepare): the vision half's outputs are
+# VisionEncoding's fields, fed to the fusion half under these names ("state" leaves as new_state)
+_VISION_INPUTS = ("hand_scale", "crops", "K_virtual", "R_virtual_from_camera", "view_valid", "state")
+_VISION_FEED = tuple(f"vision_{name}" for name in VisionEncoding._fields[:-1])
+_FUSE_INPUTS = ("hand_scale", "imu_features", "imu_valid") + _VISION_FEED
 
 
 class BackendError(AviHtError):
@@ -87,6 +95,43 @@ class _FrameStep(nn.Module):
         outputs, new_state = self.model(inputs, state)
         values = tuple(getattr(outputs, name) for name in self.outputs)
         return values + ((new_state,) if new_state is not None else ())
+
+
+class _VisionStep(nn.Module):
+    """The vision half of a frame (``model.encode_vision``) with tensors only."""
+
+    def __init__(self, model: HandPoseModel):
+        super().__init__()
+        self.model = model
+
+    def forward(self, hand_scale, crops, K_virtual, R_virtual_from_camera, view_valid, state):
+        inputs = ModelInputs(hand_scale=hand_scale, crops=crops, K_virtual=K_virtual,
+                             R_virtual_from_camera=R_virtual_from_camera, view_valid=view_valid)
+        return tuple(self.model.encode_vision(inputs, state))
+
+
+class _FuseStep(nn.Module):
+    """The fusion half of a frame (``model.fuse``) with tensors only, a fixed side."""
+
+    def __init__(self, model: HandPoseModel, side: str, outputs: tuple[str, ...]):
+        super().__init__()
+        self.model = model
+        self.side = side
+        self.outputs = outputs
+
+    def forward(self, hand_scale, imu_features, imu_valid, *vision_fields):
+        # (the recurrent state is not an input of the fusion half: the token stands in for it)
+        vision = VisionEncoding(*vision_fields, state=vision_fields[0])
+        outputs = self.model.fuse(ModelInputs(hand_scale=hand_scale, side=self.side, imu_features=imu_features,
+                                              imu_valid=imu_valid), vision)
+        return tuple(getattr(outputs, name) for name in self.outputs)
+
+
+def splits_frame(model: HandPoseModel) -> bool:
+    """Whether ``model`` runs a frame in two halves (``encode_vision`` then ``fuse``): vision and
+    IMU input (AVI-HT), so the vision half can run before the IMU window is complete."""
+    inner = model.model if isinstance(model, OnnxFrameModel) else model
+    return inner.config.uses_vision and inner.config.uses_imu and hasattr(inner, "encode_vision")
 
 
 def window_is_live(imu_features: torch.Tensor | np.ndarray | None, imu_valid: torch.Tensor | np.ndarray | None) -> bool:
@@ -156,21 +201,58 @@ class OnnxFrameModel:
         side = inputs.side
         if not isinstance(side, str):
             raise ValueError("the ONNX Runtime backend takes the side as 'left'/'right'")
-        if self._window_shape is not None and inputs.imu_features is None:
-            # no window at all (glove absent) = every sensor dead, as the eager model reads it
-            shape = (1, *self._window_shape)
-            inputs = dataclasses.replace(inputs, imu_features=torch.zeros(*shape, 3),
-                                         imu_valid=torch.zeros(shape, dtype=torch.bool))
+        inputs = self._with_window(inputs)
         feed = self._feed(inputs, state)
         live = self._window_shape is None or window_is_live(feed["imu_features"], feed["imu_valid"])
         graph = self._graph(side, "live" if live else "masked")
         return self._outputs(graph.output_names, graph.run(feed))
 
-    def prepare(self, side: str) -> "OnnxFrameModel":
-        """Build (export, load, check) every graph of ``side`` now."""
+    def encode_vision(self, inputs: ModelInputs, state: torch.Tensor | None = None) -> VisionEncoding:
+        """The vision half of a frame (:meth:`AviHtModel.encode_vision`; :func:`splits_frame` models)."""
+        self._check_split()
+        feed = {name: value for name, value in self._feed(self._with_window(inputs), state).items()
+                if name in _VISION_INPUTS}
+        return VisionEncoding(*(torch.from_numpy(value) for value in self._graph("", "vision").run(feed)))
+
+    def fuse(self, inputs: ModelInputs, vision: VisionEncoding) -> ModelOutputs:
+        """The fusion half (:meth:`AviHtModel.fuse`) on :meth:`encode_vision`'s result for the frame."""
+        self._check_split()
+        inputs = self._with_window(inputs)
+        feed = {"hand_scale": _as_array(inputs.hand_scale, np.float32),
+                "imu_features": _as_array(inputs.imu_features, np.float32),
+                "imu_valid": _as_array(inputs.imu_valid if inputs.imu_valid is not None
+                                       else torch.ones(inputs.imu_features.shape[:-1], dtype=torch.bool), np.bool_)}
+        if feed["imu_features"].shape[1:3] != self._window_shape:
+            raise ValueError(f"IMU window must be [1, {self._window_shape[0]}, {self._window_shape[1]}, 3], "
+                             f"got {tuple(feed['imu_features'].shape)}")
+        feed.update({name: _as_array(value, np.float32) for name, value in zip(_VISION_FEED, vision)})
+        live = window_is_live(feed["imu_features"], feed["imu_valid"])
+        graph = self._graph(inputs.side, "fuse-live" if live else "fuse-masked")
+        return self._outputs(graph.output_names, graph.run(feed))[0]
+
+    def prepare(self, side: str, split: bool = False) -> "OnnxFrameModel":
+        """Build (export, load, check) every graph of ``side`` now; ``split``: also the two halves'
+        graphs (:meth:`encode_vision`, :meth:`fuse`) of a :func:`splits_frame` model."""
         for kind in (("live", "masked") if self.config.uses_imu else ("live",)):
             self._graph(side, kind)
+        if split:
+            self._check_split()
+            self._graph("", "vision")
+            for kind in ("fuse-live", "fuse-masked"):
+                self._graph(side, kind)
         return self
+
+    def _check_split(self) -> None:
+        if not splits_frame(self.model):
+            raise ValueError(f"the {self.config.type} model does not run a frame in two halves")
+
+    def _with_window(self, inputs: ModelInputs) -> ModelInputs:
+        """``inputs`` with a window: no window at all (glove absent) = every sensor dead, as the
+        eager model reads it."""
+        if self._window_shape is None or inputs.imu_features is not None:
+            return inputs
+        shape = (inputs.batch_size, *self._window_shape)
+        return dataclasses.replace(inputs, imu_features=torch.zeros(*shape, 3), imu_valid=torch.zeros(shape, dtype=torch.bool))
 
     # -- graphs ------------------------------------------------------------------------------
     def _graph(self, side: str, kind: str) -> _Graph:
@@ -181,26 +263,43 @@ class OnnxFrameModel:
             self._graphs[key] = graph
         return self._graphs[key]
 
+    # Graph kinds: "live" / "masked" (the whole frame, per IMU-window kind), "vision" (the vision
+    # half, side-independent: built under side ""), "fuse-live" / "fuse-masked" (the fusion half).
     def _build(self, side: str, kind: str) -> _Graph:
         import onnxruntime
 
-        # the masked graph is recorded on a frame with dead sensors: the general path everywhere
-        example = dataclasses.replace(self._probe_inputs(kind, np.random.default_rng(0))[1 if kind == "masked" else 0],
-                                      side=side)
-        args = tuple(self._full_inputs(example, self.initial_state()))
+        window_kind = kind.removeprefix("fuse-") if kind != "vision" else "live"
+        # the masked graphs are recorded on a frame with dead sensors: the general path everywhere
+        example = dataclasses.replace(  # (the vision half has no side: any will do for the example)
+            self._probe_inputs(window_kind, np.random.default_rng(0))[1 if window_kind == "masked" else 0],
+            side=side or "right")
+        full = dict(zip(_INPUTS, self._full_inputs(example, self.initial_state())))
         with torch.inference_mode():
             produced = self.model(example, None)[0]
-        step = _FrameStep(self.model, side, tuple(name for name in _OUTPUTS
-                                                  if getattr(produced, name) is not None)).eval()
-        output_names = step.outputs + (("new_state",) if self.config.uses_vision else ())
+        outputs = tuple(name for name in _OUTPUTS if getattr(produced, name) is not None)
+        if kind == "vision":
+            step: nn.Module = _VisionStep(self.model)
+            input_names, args = _VISION_INPUTS, tuple(full[name] for name in _VISION_INPUTS)
+            output_names = _VISION_FEED + ("new_state",)
+        elif kind.startswith("fuse-"):
+            step = _FuseStep(self.model, side, outputs)
+            with torch.inference_mode():
+                vision = self.model.encode_vision(example, None)
+            input_names = _FUSE_INPUTS
+            args = (full["hand_scale"], full["imu_features"], full["imu_valid"], *vision[:-1])
+            output_names = outputs
+        else:
+            step = _FrameStep(self.model, side, outputs)
+            input_names, args = _INPUTS, tuple(full[name] for name in _INPUTS)
+            output_names = outputs + (("new_state",) if self.config.uses_vision else ())
         buffer = io.BytesIO()
         try:
             with torch.no_grad(), warnings.catch_warnings():
                 # the exporter narrates every Python-side branch and tensor-to-int it records;
                 # the parity check below is what decides whether the graph is right
                 warnings.simplefilter("ignore")
-                torch.onnx.export(step, args, buffer, output_names=list(output_names),
-                                  input_names=[name for name, value in zip(_INPUTS, args) if value is not None],
+                torch.onnx.export(step.eval(), args, buffer, output_names=list(output_names),
+                                  input_names=[name for name, value in zip(input_names, args) if value is not None],
                                   opset_version=_OPSET, dynamo=False, do_constant_folding=True)
         except Exception as exc:  # noqa: BLE001 - any exporter failure means: this backend cannot run the model
             raise BackendError(f"ONNX export of the {self.config.type} model ({side}, {kind}) failed: "
@@ -221,23 +320,38 @@ class OnnxFrameModel:
         return _Graph(session, tuple(i.name for i in session.get_inputs()), output_names)
 
     def _check(self, graph: _Graph, side: str, kind: str) -> None:
-        """Compare the graph with the eager model on the probe frames of ``kind``."""
+        """Compare the graph with the eager model on the probe frames of ``kind`` (a half's graph
+        with that half of the eager model, fed the eager vision half's result)."""
         state = None
         worst = (0.0, "")
-        for index, inputs in enumerate(self._probe_inputs(kind, np.random.default_rng(1))):
-            inputs = dataclasses.replace(inputs, side=side)
+        window_kind = kind.removeprefix("fuse-") if kind != "vision" else "live"
+        for index, inputs in enumerate(self._probe_inputs(window_kind, np.random.default_rng(1))):
+            inputs = dataclasses.replace(inputs, side=side or "right")
+            feed = self._feed(inputs, state)
             with torch.inference_mode():
-                expected, expected_state = self.model(inputs, state)
-            got = dict(zip(graph.output_names, graph.run(self._feed(inputs, state))))
+                if kind in ("live", "masked"):
+                    outputs, new_state = self.model(inputs, state)
+                    expected = {**{name: getattr(outputs, name) for name in _OUTPUTS
+                                   if getattr(outputs, name) is not None}, "new_state": new_state}
+                else:
+                    vision = self.model.encode_vision(inputs, state)
+                    new_state = vision.state
+                    if kind == "vision":
+                        expected = dict(zip(_VISION_FEED + ("new_state",), vision))
+                    else:
+                        outputs = self.model.fuse(inputs, vision)
+                        expected = {name: getattr(outputs, name) for name in graph.output_names}
+                        feed.update({name: _as_array(value, np.float32) for name, value in zip(_VISION_FEED, vision)})
+            got = dict(zip(graph.output_names, graph.run(feed)))
             for name in graph.output_names:
-                reference = expected_state if name == "new_state" else getattr(expected, name)
+                reference = expected[name]
                 error = (float(np.max(np.abs(got[name].astype(np.float64) - reference.numpy().astype(np.float64))))
                          if reference.numel() else 0.0)
                 if not np.isfinite(error) or error > worst[0]:
                     worst = (error if np.isfinite(error) else float("inf"), f"{name} on probe frame {index}")
-            state = expected_state
+            state = new_state
         if not worst[0] <= PARITY_TOLERANCE:
-            raise BackendError(f"the ONNX graph of the {self.config.type} model ({side}, {kind} IMU window) differs "
+            raise BackendError(f"the ONNX graph of the {self.config.type} model ({side}, {kind} graph) differs "
                                f"from the PyTorch model by {worst[0]:.3g} (> {PARITY_TOLERANCE:g}) in {worst[1]}")
 
     def _probe_inputs(self, kind: str, rng: np.random.Generator) -> list[ModelInputs]:
@@ -331,4 +445,4 @@ def runtime_name(model: HandPoseModel | OnnxFrameModel) -> str:
 
 
 __all__ = ["PARITY_TOLERANCE", "BackendError", "OnnxFrameModel", "inference_model",
-           "onnxruntime_available", "runtime_name", "window_is_live"]
+           "onnxruntime_available", "runtime_name", "splits_frame", "window_is_live"]

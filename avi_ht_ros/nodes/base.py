@@ -164,13 +164,21 @@ class LatestWorker:
     latency, and runs beside the producer's callbacks (code that releases the GIL, e.g. ONNX
     Runtime, runs in parallel with them). An exception escaping ``handle`` is logged with its
     traceback and counted (``errors``); the worker goes on with the next item.
+
+    ``handle_background`` (optional): work to do ahead while nothing is offered — an item given
+    to :meth:`offer_background` (the newest only) is handled when no :meth:`offer` item waits;
+    an offered item always goes first. The fusion node prepares a frame's vision half this way
+    while the synchronizer completes the frame's IMU window.
     """
 
-    def __init__(self, handle: Callable[..., None], logger, name: str = "latest-worker"):
+    def __init__(self, handle: Callable[..., None], logger, name: str = "latest-worker",
+                 handle_background: Callable[..., None] | None = None):
         self._handle = handle
+        self._handle_background = handle_background
         self._logger = logger
         self._condition = threading.Condition()
         self._item: tuple | None = None
+        self._background: tuple | None = None
         self._stopping = False
         self.replaced = 0
         self.handled = 0
@@ -185,24 +193,35 @@ class LatestWorker:
             self._item = item
             self._condition.notify()
 
+    def offer_background(self, *item) -> None:
+        if self._handle_background is None:
+            raise RuntimeError(f"{self._thread.name}: no background handler")
+        with self._condition:
+            self._background = item
+            self._condition.notify()
+
     def _run(self) -> None:
         while True:
             with self._condition:
-                while self._item is None and not self._stopping:
+                while self._item is None and self._background is None and not self._stopping:
                     self._condition.wait()
                 if self._stopping:
                     return
-                item, self._item = self._item, None
+                if self._item is not None:
+                    handle, item, self._item = self._handle, self._item, None
+                else:
+                    handle, item, self._background = self._handle_background, self._background, None
             try:
-                self._handle(*item)
+                handle(*item)
             except Exception:  # noqa: BLE001 - the worker must outlive a bad item
                 self.errors += 1
                 self._logger.error(f"{self._thread.name}: item failed:\n{traceback.format_exc()}",
                                    throttle_duration_sec=2.0)
-            self.handled += 1
+            if handle is self._handle:
+                self.handled += 1
 
     def stop(self, timeout_s: float = 5.0) -> None:
-        """Finish the item in hand (if any), drop a waiting one, end the thread."""
+        """Finish the item in hand (if any), drop waiting ones, end the thread."""
         with self._condition:
             self._stopping = True
             self._condition.notify()

@@ -36,14 +36,14 @@ from avi_ht_ros.common.paths import config_path, share_path
 from avi_ht_ros.io import convert, hand_viz
 from avi_ht_ros.models.checkpoint import load_checkpoint
 from avi_ht_ros.models.config import INFERENCE_BACKENDS
-from avi_ht_ros.models.onnx_backend import inference_model, runtime_name
+from avi_ht_ros.models.onnx_backend import BackendError, OnnxFrameModel, inference_model, runtime_name, splits_frame
 from avi_ht_ros.msg import HandPose, SyncedFrame
 from avi_ht_ros.nodes import base
 from avi_ht_ros.nodes.tf_publisher import TfPublisher
 from avi_ht_ros.tracker.one_euro import OneEuroConfig, OneEuroFilter
 from avi_ht_ros.tracker.preprocess import window_dict
 from avi_ht_ros.tracker.sync import ImuWindow
-from avi_ht_ros.tracker.tracker import HandTracker, TrackerConfig
+from avi_ht_ros.tracker.tracker import HandTracker, PreparedFrame, TrackerConfig
 
 # The newest frame only: if inference falls behind, older frames are dropped (and counted
 # from the gaps in camera stamps) rather than queued, which would only add latency.
@@ -66,6 +66,8 @@ class FusionNodeParams:
     publish_tf: bool = param(True, "publish TF of the wrist and every bone")
     publish_markers: bool = param(True, "publish RViz markers (skeleton, sigma, IMU attention), built only while "
                                         "the topic has a subscriber")
+    prefetch_vision: bool = param(True, "sync_fusion_node only: run a frame's crop and vision half while the "
+                                        "synchronizer still waits for its glove window (same estimate, sooner)")
 
 
 PARAMETER_SETS = (("", FusionNodeParams), ("tracker.", TrackerConfig), ("smoothing.", OneEuroConfig))
@@ -89,6 +91,8 @@ class FusionNode(Node):
                                                    num_threads=self.params.torch_threads, sides=(self.params.side,))
         self.side = self.params.side
         self.handoff: base.LatestWorker | None = None
+        self._prefetched: tuple[int, np.ndarray, PreparedFrame | None] | None = None  # (stamp, image, vision half)
+        self.prefetched_frames = 0
         self.frames = 0
         self.dropped = 0
         self.rejected = 0
@@ -142,21 +146,52 @@ class FusionNode(Node):
         """A synchronized frame handed over in-process (``sync_fusion_node``): the image and camera
         info messages and the :class:`ImuWindow` the synchronizer built, no (de)serialization."""
         started = time.perf_counter()
+        stamp_ns = convert.stamp_ns_of(image_msg.header.stamp)
+        prefetched, self._prefetched = self._prefetched, None
+        if prefetched is not None and prefetched[0] == stamp_ns:
+            image, prepared = prefetched[1], prefetched[2]
+        else:
+            prepared = None
+            try:
+                image = convert.image_from_msg(image_msg)
+            except ValueError as exc:
+                self.reject(exc)
+                return
+        self.track(started, image_msg.header, image, window_dict(window), camera_info, prepared)
+
+    def on_early_frame(self, image_msg, camera_info) -> None:
+        """A camera frame whose glove window is not complete yet (``sync_fusion_node``): its crop
+        and the network's vision half now (:meth:`HandTracker.prepare`), on the tracking thread
+        while nothing else is to do; :meth:`on_synced` finishes the frame when the window is there."""
+        stamp_ns = convert.stamp_ns_of(image_msg.header.stamp)
+        if self.last_stamp_ns is not None and stamp_ns <= self.last_stamp_ns:
+            return   # its frame was tracked (or overtaken) already
         try:
             image = convert.image_from_msg(image_msg)
-        except ValueError as exc:
-            self.reject(exc)
-            return
-        self.track(started, image_msg.header, image, window_dict(window), camera_info)
+            prepared = self._tracker_for(camera_info).prepare(stamp_ns, image)
+        except (RuntimeError, ValueError):
+            return   # the frame is run whole when it comes, and rejected or counted there
+        self._prefetched = (stamp_ns, image, prepared)
+        self.prefetched_frames += prepared is not None
 
-    def start_handoff_worker(self) -> Callable[[Any, Any, ImuWindow], None]:
-        """For ``sync_fusion_node``: a frame sink for the sync node in this process. Frames are
-        tracked on a worker thread, the newest first (one not yet taken when a newer one comes is
-        skipped, and counted in ``dropped_frames`` like a frame the ``synced_frame``
-        subscription's keep-last-1 queue overwrites), beside the sync node's callbacks."""
+    def start_handoff_worker(self) -> tuple[Callable[[Any, Any, ImuWindow], None], Callable[[Any, Any], None] | None]:
+        """For ``sync_fusion_node``: a frame sink for the sync node in this process, and (parameter
+        ``prefetch_vision``, a model with vision and IMU halves) a sink for frames still waiting
+        for their glove window. Frames are tracked on a worker thread, the newest first (one not
+        yet taken when a newer one comes is skipped, and counted in ``dropped_frames`` like a frame
+        the ``synced_frame`` subscription's keep-last-1 queue overwrites), beside the sync node's
+        callbacks; a waiting frame's vision half runs there while no complete frame waits."""
+        prefetch = self.params.prefetch_vision and splits_frame(self.model)
+        if prefetch and isinstance(self.model, OnnxFrameModel):
+            try:
+                self.model.prepare(self.side, split=True)
+            except BackendError as exc:
+                self.get_logger().warning(f"frames are run whole (no vision prefetch): {exc}")
+                prefetch = False
         if self.handoff is None:
-            self.handoff = base.LatestWorker(self.on_synced, self.get_logger(), name="fusion-tracking")
-        return self.handoff.offer
+            self.handoff = base.LatestWorker(self.on_synced, self.get_logger(), name="fusion-tracking",
+                                             handle_background=self.on_early_frame if prefetch else None)
+        return self.handoff.offer, (self.handoff.offer_background if prefetch else None)
 
     def destroy_node(self):
         if self.handoff is not None:
@@ -167,8 +202,10 @@ class FusionNode(Node):
         self.rejected += 1
         self.get_logger().warning(f"rejected synced frame: {reason}", throttle_duration_sec=2.0)
 
-    def track(self, started: float, header, image: np.ndarray, window: dict, camera_info) -> None:
-        """Track one synchronized frame and publish the estimate (``started``: perf_counter at arrival)."""
+    def track(self, started: float, header, image: np.ndarray, window: dict, camera_info,
+              prepared: PreparedFrame | None = None) -> None:
+        """Track one synchronized frame and publish the estimate (``started``: perf_counter at arrival;
+        ``prepared``: its vision half, run while it waited for the window)."""
         stamp_ns = convert.stamp_ns_of(header.stamp)
         self.input_latency_ms.append((base.now_ns(self) - stamp_ns) / 1e6)
         if self.last_stamp_ns is not None:
@@ -186,7 +223,7 @@ class FusionNode(Node):
         if window["status"].shape[1] != self.glove.num_sensors:
             window = None  # another glove's data: track vision-only rather than mis-assign sensors
         try:
-            estimate = tracker.step(stamp_ns, image, window)
+            estimate = tracker.step(stamp_ns, image, window, prepared=prepared)
         except (RuntimeError, ValueError) as exc:  # e.g. a runtime error inside the network: drop the frame,
             self.inference_errors += 1            # restart the track, keep the node serving
             tracker.reset()
@@ -249,6 +286,8 @@ class FusionNode(Node):
                   # window, plus the DDS hop when the two run as separate processes)
                   "input_latency_ms_p50": f"{np.percentile(input_latency, 50):.2f}",
                   "input_latency_ms_p99": f"{np.percentile(input_latency, 99):.2f}",
+                  # frames whose vision half ran while they waited for the glove window (sync_fusion_node)
+                  "vision_prefetched": self.prefetched_frames,
                   "inference_ms_p50": f"{np.percentile(inference, 50):.2f}",
                   "inference_ms_p99": f"{np.percentile(inference, 99):.2f}"}
         values.update({f"state.{names[k]}": v for k, v in dict(self.states).items()})

@@ -11,6 +11,10 @@ tracking thread takes the newest frame (a frame overtaken while the previous one
 skipped and counted, as the separate fusion node's keep-last-1 subscription does: a late frame
 is never queued behind) and runs beside the callbacks (ONNX Runtime releases the GIL), and
 ``synced_frame`` is still published whenever something subscribes to it (a recorder, a probe).
+A camera frame that arrives before the glove samples around its stamp (the glove path is the
+slower one) is handed over at once as well: while the synchronizer waits for them, the tracking
+thread crops it and runs the network's vision half (fusion parameter ``prefetch_vision``,
+:meth:`HandTracker.prepare`); the complete frame then needs only the fusion half.
 rclpy has no intra-process transport or component container for Python nodes; this is the
 equivalent for this pair. The launch files start it by default (``composed:=false`` starts the
 two separate processes).
@@ -46,7 +50,7 @@ def make_nodes(**kwargs) -> tuple[SyncNode, FusionNode]:
                                               f"({values})")
     # frames come by call; the fusion node's subscription would make the sync node build them for it
     fusion.destroy_subscription(fusion.synced_subscription)
-    sync.frame_sink = fusion.start_handoff_worker()
+    sync.frame_sink, sync.frame_prefetch = fusion.start_handoff_worker()
     return sync, fusion
 
 

@@ -68,6 +68,10 @@ class SyncNode(Node):
         # ImuWindow) before the topic is published (sync_fusion_node: the fusion node's tracking thread,
         # FusionNode.start_handoff_worker)
         self.frame_sink: Callable[[Any, Any, ImuWindow], None] | None = None
+        # in-process consumer of a camera frame that must wait for its glove window, called as
+        # prefetch(image_msg, camera_info_msg) when it arrives (sync_fusion_node: the fusion node
+        # runs the frame's vision half meanwhile)
+        self.frame_prefetch: Callable[[Any, Any], None] | None = None
 
         self.synced_pub = self.create_publisher(SyncedFrame, topics.SYNCED_FRAME, base.RELIABLE_QOS)
         self.offset_pub = self.create_publisher(TimeOffset, topics.TIME_OFFSET, base.RELIABLE_QOS)
@@ -92,6 +96,8 @@ class SyncNode(Node):
         image = convert.deserialize(data, convert.IMAGE)
         self.synchronizer.add_camera_frame(convert.stamp_ns_of(image.header.stamp), image, base.now_ns(self))
         self.poll()
+        if self.frame_prefetch is not None and self.camera_info is not None and self.synchronizer.has_pending_frames:
+            self.frame_prefetch(image, self.camera_info)   # this frame waits for glove samples still to come
 
     def on_glove(self, data: bytes) -> None:
         try:

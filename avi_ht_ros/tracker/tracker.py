@@ -24,6 +24,8 @@ from avi_ht_ros.common.glove_model import GloveModel
 from avi_ht_ros.common.imu import feature_rows
 from avi_ht_ros.common.params import param, validate_params
 from avi_ht_ros.models.interface import HandPoseModel, ModelInputs
+from avi_ht_ros.models.onnx_backend import splits_frame
+from avi_ht_ros.models.vision_encoder import VisionEncoding
 from avi_ht_ros.tracker.preprocess import (CropConfig, center_is_croppable, crop_inputs, hand_center,
                                            imu_inputs)
 
@@ -71,6 +73,15 @@ class TrackEstimate:
     crop_center: np.ndarray        # [3] where this frame's crop was centred
 
 
+@dataclasses.dataclass(frozen=True)
+class PreparedFrame:
+    """A frame's vision half, run before its IMU window is complete (:meth:`HandTracker.prepare`)."""
+    stamp_ns: int
+    center: np.ndarray             # [3] the crop centre (the tracker's prediction)
+    vision: VisionEncoding         # the model's encode_vision on that crop, recurrent state carried
+    after: TrackEstimate           # the estimate it follows: valid only while that is the last one
+
+
 class HandTracker:
     """Runs a :class:`HandPoseModel` frame by frame with crop tracking and recurrent state."""
 
@@ -88,6 +99,7 @@ class HandTracker:
                                                    f"{model.config.vision_encoder.crop_size} px crops")
         self.uses_imu = model.config.uses_imu and glove is not None
         self.feature_set = feature_set or model.config.imu_encoder.feature_set
+        self.splits = self.uses_imu and splits_frame(model)
         self.reset()
 
     def reset(self) -> None:
@@ -125,7 +137,9 @@ class HandTracker:
                 center = center + (center - hand_center(self._before_previous.landmarks))
         return center
 
-    def _run(self, image, center, radius_factor, imu_features, imu_valid, state):
+    def _inputs(self, image, center, radius_factor, imu_features, imu_valid) -> tuple[ModelInputs, bool]:
+        """The model's inputs for a crop around ``center`` (the view invalid when there is no image or
+        the centre cannot be cropped) and the IMU window; and whether the view is valid."""
         crop = None
         view_valid = False
         if self.uses_vision and image is not None and center_is_croppable(self.camera, center):
@@ -144,15 +158,40 @@ class HandTracker:
                 inputs.K_virtual = torch.from_numpy(self.camera.K.astype(np.float32))[None, None]
                 inputs.R_virtual_from_camera = torch.eye(3)[None, None]
             inputs.view_valid = torch.tensor([[view_valid]])
+        return inputs, view_valid
+
+    def _run(self, image, center, radius_factor, imu_features, imu_valid, state):
+        inputs, view_valid = self._inputs(image, center, radius_factor, imu_features, imu_valid)
         with torch.inference_mode():   # what `avi-ht bench model` times; ~6 % faster than no_grad
             outputs, state = self.model(inputs, state)
         return outputs, state, view_valid
 
+    # -- the frame in two halves (live: the vision half while the IMU window completes) ----
+    def prepare(self, stamp_ns: int, image: np.ndarray) -> PreparedFrame | None:
+        """The vision half of the next frame, before its IMU window is there: the crop around the
+        tracker's prediction and the model's ``encode_vision``. :meth:`step` with the result gives
+        exactly the estimate it gives without it, sooner. None where the step would not take its
+        common path (no previous estimate, the prediction out of view) or the model has no halves."""
+        if not self.splits or image is None:
+            return None
+        center = self._predicted_center()
+        if center is None or not center_is_croppable(self.camera, center):
+            return None
+        inputs, _ = self._inputs(image, center, 1.0, None, None)
+        with torch.inference_mode():
+            vision = self.model.encode_vision(inputs, self._state)
+        return PreparedFrame(stamp_ns=int(stamp_ns), center=center, vision=vision, after=self._previous)
+
     # -- the step ----------------------------------------------------------------------
     def step(self, stamp_ns: int, image: np.ndarray | None, window: dict | None,
-             crop_center: np.ndarray | None = None) -> TrackEstimate:
+             crop_center: np.ndarray | None = None, prepared: PreparedFrame | None = None) -> TrackEstimate:
         """One frame. ``crop_center`` (analysis only, e.g. the true hand centre): crop around it
-        instead of around the tracker's own prediction, recurrent state carried as usual."""
+        instead of around the tracker's own prediction, recurrent state carried as usual.
+        ``prepared``: :meth:`prepare`'s result for this frame (used only if it is for this stamp and
+        no other frame was stepped since; otherwise the frame is run whole)."""
+        if prepared is not None and (prepared.stamp_ns != stamp_ns or prepared.after is not self._previous
+                                     or self._previous is None or crop_center is not None):
+            prepared = None
         imu_features, imu_valid, imu_degraded = self._imu_tensors(window)
         no_glove_data = imu_valid is not None and not bool(imu_valid.any())
         center = self._predicted_center() if crop_center is None else np.asarray(crop_center, np.float64)
@@ -170,6 +209,12 @@ class HandTracker:
                     outputs, state, view_valid = self._run(image, center, 1.0, imu_features, imu_valid, None)
             else:
                 outputs, state, view_valid = self._run(None, center, 1.0, imu_features, imu_valid, self._state)
+        elif prepared is not None:  # the vision half ran already, on this crop and state
+            inputs = ModelInputs(hand_scale=torch.tensor([self.hand_scale], dtype=torch.float32), side=self.side,
+                                 imu_features=imu_features, imu_valid=imu_valid)
+            with torch.inference_mode():
+                outputs = self.model.fuse(inputs, prepared.vision)
+            state, view_valid = prepared.vision.state, True
         else:
             outputs, state, view_valid = self._run(image, center, 1.0, imu_features, imu_valid, self._state)
         self._state = state
