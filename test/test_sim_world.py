@@ -558,5 +558,43 @@ def test_calibration_reduces_the_gravity_direction_error_and_survives_a_dead_sen
     assert _calibration_is_identity(simulator.glove_calibrations["right"], 1)
 
 
+def test_a_refused_calibration_means_the_glove_is_put_on_again(monkeypatch):
+    """The driver refuses a sensor tilted beyond its largest correction (30 deg); a user then puts
+    the glove on again. The simulator does the same: the next wearing of the same stream, the same
+    physical glove, until a calibration is accepted (a clear error after 20 refusals)."""
+    from avi_ht_ros.driver.calibration import CalibrationError
+    from avi_ht_ros.sim import world
+
+    config = WorldConfig(duration_s=1.0, camera_rate_hz=10.0, glove_mount_error_deg=5.0,
+                         glove_mount_calibration=True, **SMALL)
+    accepted = SequenceSimulator(config, 3)
+    assert accepted.gloves and accepted.glove_wearings == {"right": 1}
+    original = world.SequenceSimulator.flat_hand_calibration
+    calls = []
+
+    def refuse_first(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise CalibrationError("sensor thumb_metacarpal: gravity is 31.2 deg from its expected up (> 30.0)")
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(world.SequenceSimulator, "flat_hand_calibration", refuse_first)
+    again = SequenceSimulator(config, 3)
+    glove = again.gloves["right"]
+    assert again.glove_wearings == {"right": 2} and len(calls) == 2
+    first_wearing = accepted.glove_mount_errors["right"]
+    assert not np.allclose(again.glove_mount_errors["right"], first_wearing)   # a new wearing ...
+    assert np.array_equal(glove.accel_true.shape, accepted.gloves["right"].accel_true.shape)
+    assert np.array_equal(again.motions["right"].evaluate(np.array([0.2]))["joint_angles"],
+                          accepted.motions["right"].evaluate(np.array([0.2]))["joint_angles"])  # ... same motion
+
+    def refuse(self, *args, **kwargs):
+        raise CalibrationError("sensor index_distal: gravity is 40.0 deg from its expected up (> 30.0)")
+
+    monkeypatch.setattr(world.SequenceSimulator, "flat_hand_calibration", refuse)
+    with pytest.raises(ConfigError, match="refused on 20 wearings in a row .*index_distal"):
+        SequenceSimulator(config, 3).gloves
+
+
 def _calibration_is_identity(calibration, index):
     return (calibration.rotations[index].magnitude() == 0.0 and not calibration.gyro_bias[index].any())

@@ -66,7 +66,7 @@ from avi_ht_ros.common.hand_model import (
 from avi_ht_ros.common.params import param, param_specs, validate_params
 from avi_ht_ros.common.paths import config_path
 from avi_ht_ros.common.topics import SIM_CONFIG_TOPIC  # re-exported (defined in topics)
-from avi_ht_ros.driver.calibration import (MountingCalibration, StillHandCollector, StillnessLimits,
+from avi_ht_ros.driver.calibration import (CalibrationError, MountingCalibration, StillHandCollector, StillnessLimits,
                                            solve_mounting_calibration)
 from avi_ht_ros.driver.health import STATUS_OK
 from avi_ht_ros.io import convert
@@ -130,6 +130,7 @@ _SCENE_STREAM = 6
 _HEAD_STREAM = 7
 _RENDER_STREAM = 8            # view 0: [seed, 8]; the second camera: [seed, 8, 1]
 _WEARING_STREAM = {"right": 9, "left": 10}   # glove mount errors and the calibration posture of a wearing
+_MAX_WEARINGS = 20    # glove put on again after a refused calibration, at most this often per hand
 
 _CALIBRATION_S = 3.0           # the flat-hand mounting calibration recording (glove_mount_calibration)
 _GLOVE_LEAD_S = 0.5            # glove samples start this long before the first frame (and end after the last)
@@ -699,6 +700,7 @@ class SequenceSimulator:
                                          @ self.camera_mount.parent_from_optical())
         self.glove = GloveModel.from_yaml(config_path(config.glove_config))
         self.glove_mount_errors: dict[str, np.ndarray] = {}        # per side, [N, 3, 3] (see mount_errors)
+        self.glove_wearings: dict[str, int] = {}                   # per side: 1 + calibrations refused before
         self.glove_calibrations: dict[str, MountingCalibration] = {}  # per side, with glove_mount_calibration
         if any(site.imu != self.glove.sites[0].imu for site in self.glove.sites):
             # imu_sim applies one ADC (range, bits) to every sensor of a glove
@@ -1087,24 +1089,40 @@ class SequenceSimulator:
         for side in self.sides:
             motion, offset = self.motions[side], self.hand_offsets[side]
             wearing_rng = np.random.default_rng([self.seed, _WEARING_STREAM[side]])
-            mount_errors = self.mount_errors(side, wearing_rng)
+            refused: list[str] = []
+            while True:
+                mount_errors = self.mount_errors(side, wearing_rng)
 
-            def pose_at(times, motion=motion, offset=offset, mount_errors=mount_errors):
-                rotations, positions = motion.sensor_poses(self.motion_time(times), self.glove)
-                return rotations @ mount_errors, positions + offset
+                def pose_at(times, motion=motion, offset=offset, mount_errors=mount_errors):
+                    rotations, positions = motion.sensor_poses(self.motion_time(times), self.glove)
+                    return rotations @ mount_errors, positions + offset
 
-            device_us, _ = clock.sample_schedule(start, end, rate)
-            first_sequence = int(round(float(device_us[0]) * 1e-6 * rate)) % 2**32
-            sensors = SimulatedImuArray(self.imu_model, self.glove.num_sensors,
-                                        np.random.default_rng([self.seed, _IMU_STREAM[side]]), rate)
-            stream = simulate_glove_imu(pose_at, start, end, sensors, clock=clock, rate_hz=rate,
-                                        first_sequence=first_sequence)
+                device_us, _ = clock.sample_schedule(start, end, rate)
+                first_sequence = int(round(float(device_us[0]) * 1e-6 * rate)) % 2**32
+                sensors = SimulatedImuArray(self.imu_model, self.glove.num_sensors,
+                                            np.random.default_rng([self.seed, _IMU_STREAM[side]]), rate)
+                stream = simulate_glove_imu(pose_at, start, end, sensors, clock=clock, rate_hz=rate,
+                                            first_sequence=first_sequence)
+                if not config.glove_mount_calibration:
+                    break
+                try:
+                    calibration = self.flat_hand_calibration(side, sensors, mount_errors, wearing_rng)
+                    break
+                except CalibrationError as exc:
+                    # the driver refuses a sensor tilted beyond its largest correction: the user puts
+                    # the glove on again (the next wearing of the same stream; the same physical glove)
+                    refused.append(str(exc))
+                    if len(refused) >= _MAX_WEARINGS:
+                        raise ConfigError("glove_mount_error_deg", (
+                            f"{config.glove_mount_error_deg} deg: the {side} glove's flat-hand calibration was "
+                            f"refused on {_MAX_WEARINGS} wearings in a row (seed {self.seed}); last: {refused[-1]}"
+                        )) from exc
             stamps = self.start_ns + np.rint((stream.true_time_s - config.time_offset_s) * 1e9).astype(np.int64)
             imu = stream.imu
             accel, gyro = imu.accel, imu.gyro
             self.glove_mount_errors[side] = mount_errors
+            self.glove_wearings[side] = len(refused) + 1
             if config.glove_mount_calibration:
-                calibration = self.flat_hand_calibration(side, sensors, mount_errors, wearing_rng)
                 self.glove_calibrations[side] = calibration
                 accel, gyro = calibration.apply(accel, gyro, imu.status)   # as the glove driver does
             out[side] = GloveStream(side, self.glove.frame_ids(side), stamps, stream.true_time_s,
