@@ -77,8 +77,7 @@ class TrackEstimate:
 class PreparedFrame:
     """A frame's vision half, run before its IMU window is complete (:meth:`HandTracker.prepare`)."""
     stamp_ns: int
-    center: np.ndarray             # [3] the crop centre (the tracker's prediction)
-    vision: VisionEncoding         # the model's encode_vision on that crop, recurrent state carried
+    vision: VisionEncoding         # the model's encode_vision on the crop around the tracker's prediction
     after: TrackEstimate           # the estimate it follows: valid only while that is the last one
 
 
@@ -180,7 +179,7 @@ class HandTracker:
         inputs, _ = self._inputs(image, center, 1.0, None, None)
         with torch.inference_mode():
             vision = self.model.encode_vision(inputs, self._state)
-        return PreparedFrame(stamp_ns=int(stamp_ns), center=center, vision=vision, after=self._previous)
+        return PreparedFrame(stamp_ns=int(stamp_ns), vision=vision, after=self._previous)
 
     # -- the step ----------------------------------------------------------------------
     def step(self, stamp_ns: int, image: np.ndarray | None, window: dict | None,
@@ -190,7 +189,7 @@ class HandTracker:
         ``prepared``: :meth:`prepare`'s result for this frame (used only if it is for this stamp and
         no other frame was stepped since; otherwise the frame is run whole)."""
         if prepared is not None and (prepared.stamp_ns != stamp_ns or prepared.after is not self._previous
-                                     or self._previous is None or crop_center is not None):
+                                     or crop_center is not None):
             prepared = None
         imu_features, imu_valid, imu_degraded = self._imu_tensors(window)
         no_glove_data = imu_valid is not None and not bool(imu_valid.any())
