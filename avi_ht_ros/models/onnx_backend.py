@@ -210,21 +210,14 @@ class OnnxFrameModel:
     def encode_vision(self, inputs: ModelInputs, state: torch.Tensor | None = None) -> VisionEncoding:
         """The vision half of a frame (:meth:`AviHtModel.encode_vision`; :func:`splits_frame` models)."""
         self._check_split()
-        feed = {name: value for name, value in self._feed(self._with_window(inputs), state).items()
-                if name in _VISION_INPUTS}
+        feed = self._feed(inputs, state, _VISION_INPUTS)
         return VisionEncoding(*(torch.from_numpy(value) for value in self._graph("", "vision").run(feed)))
 
     def fuse(self, inputs: ModelInputs, vision: VisionEncoding) -> ModelOutputs:
         """The fusion half (:meth:`AviHtModel.fuse`) on :meth:`encode_vision`'s result for the frame."""
         self._check_split()
         inputs = self._with_window(inputs)
-        feed = {"hand_scale": _as_array(inputs.hand_scale, np.float32),
-                "imu_features": _as_array(inputs.imu_features, np.float32),
-                "imu_valid": _as_array(inputs.imu_valid if inputs.imu_valid is not None
-                                       else torch.ones(inputs.imu_features.shape[:-1], dtype=torch.bool), np.bool_)}
-        if feed["imu_features"].shape[1:3] != self._window_shape:
-            raise ValueError(f"IMU window must be [1, {self._window_shape[0]}, {self._window_shape[1]}, 3], "
-                             f"got {tuple(feed['imu_features'].shape)}")
+        feed = self._feed(inputs, None, _FUSE_INPUTS[:3])
         feed.update({name: _as_array(value, np.float32) for name, value in zip(_VISION_FEED, vision)})
         live = window_is_live(feed["imu_features"], feed["imu_valid"])
         graph = self._graph(inputs.side, "fuse-live" if live else "fuse-masked")
@@ -273,7 +266,7 @@ class OnnxFrameModel:
         example = dataclasses.replace(  # (the vision half has no side: any will do for the example)
             self._probe_inputs(window_kind, np.random.default_rng(0))[1 if window_kind == "masked" else 0],
             side=side or "right")
-        full = dict(zip(_INPUTS, self._full_inputs(example, self.initial_state())))
+        full = self._full_inputs(example, self.initial_state())
         with torch.inference_mode():
             produced = self.model(example, None)[0]
         outputs = tuple(name for name in _OUTPUTS if getattr(produced, name) is not None)
@@ -377,28 +370,34 @@ class OnnxFrameModel:
         return frames
 
     # -- conversion --------------------------------------------------------------------------
-    def _full_inputs(self, inputs: ModelInputs, state: torch.Tensor | None) -> list[torch.Tensor | None]:
-        values = {name: getattr(inputs, name) for name in _INPUTS[:-1]}
+    def _full_inputs(self, inputs: ModelInputs, state: torch.Tensor | None,
+                     names: tuple[str, ...] = _INPUTS) -> dict[str, torch.Tensor | None]:
+        """The inputs ``names`` of ``inputs``, absent masks and state defaulted (None where the
+        model takes no such input)."""
+        values = {name: getattr(inputs, name) for name in names if name != "state"}
         if self.config.uses_vision:
-            if values["view_valid"] is None:
+            if "view_valid" in values and values["view_valid"] is None:
                 values["view_valid"] = torch.ones(1, inputs.crops.shape[1], dtype=torch.bool)
-            values["state"] = self.initial_state() if state is None else state
-        else:
+            if "state" in names:
+                values["state"] = self.initial_state() if state is None else state
+        elif "state" in names:
             values["state"] = None
-        if self.config.uses_imu and values["imu_valid"] is None:
+        if self.config.uses_imu and "imu_valid" in values and values["imu_valid"] is None:
             values["imu_valid"] = torch.ones(values["imu_features"].shape[:-1], dtype=torch.bool)
-        return [values[name] for name in _INPUTS]
+        return values
 
-    def _feed(self, inputs: ModelInputs, state: torch.Tensor | None) -> dict[str, np.ndarray]:
-        """Every input the model takes (:meth:`_full_inputs`, absent masks and state defaulted
-        there) as a C-contiguous NumPy array of its graph's dtype; a graph may use fewer
-        (:meth:`_Graph.run` picks its own). Shapes are checked here, once per frame."""
+    def _feed(self, inputs: ModelInputs, state: torch.Tensor | None,
+              names: tuple[str, ...] = _INPUTS) -> dict[str, np.ndarray]:
+        """The inputs ``names`` (default: every input the model takes; :meth:`_full_inputs`) as
+        C-contiguous NumPy arrays of their graph's dtype; a graph may use fewer (:meth:`_Graph.run`
+        picks its own). Shapes are checked here, once per frame."""
         feed = {name: _as_array(value, np.bool_ if name in ("view_valid", "imu_valid") else np.float32)
-                for name, value in zip(_INPUTS, self._full_inputs(inputs, state)) if value is not None}
-        if self._window_shape is not None and feed["imu_features"].shape[1:3] != self._window_shape:
+                for name, value in self._full_inputs(inputs, state, names).items() if value is not None}
+        if self._window_shape is not None and "imu_features" in feed \
+                and feed["imu_features"].shape[1:3] != self._window_shape:
             raise ValueError(f"IMU window must be [1, {self._window_shape[0]}, {self._window_shape[1]}, 3], "
                              f"got {tuple(feed['imu_features'].shape)}")
-        if self.config.uses_vision:
+        if self.config.uses_vision and "crops" in feed:
             size, views = self.config.vision_encoder.crop_size, self.config.vision_encoder.num_views
             if feed["crops"].shape != (1, views, size, size):
                 raise ValueError(f"crops must be [1, {views}, {size}, {size}], got {tuple(feed['crops'].shape)}")
