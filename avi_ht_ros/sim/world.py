@@ -1089,16 +1089,16 @@ class SequenceSimulator:
         for side in self.sides:
             motion, offset = self.motions[side], self.hand_offsets[side]
             wearing_rng = np.random.default_rng([self.seed, _WEARING_STREAM[side]])
+            device_us, _ = clock.sample_schedule(start, end, rate)
+            first_sequence = int(round(float(device_us[0]) * 1e-6 * rate)) % 2**32
             refused: list[str] = []
-            while True:
+            while True:   # one pass per wearing: the stream depends on the mounts, so it is simulated again
                 mount_errors = self.mount_errors(side, wearing_rng)
 
                 def pose_at(times, motion=motion, offset=offset, mount_errors=mount_errors):
                     rotations, positions = motion.sensor_poses(self.motion_time(times), self.glove)
                     return rotations @ mount_errors, positions + offset
 
-                device_us, _ = clock.sample_schedule(start, end, rate)
-                first_sequence = int(round(float(device_us[0]) * 1e-6 * rate)) % 2**32
                 sensors = SimulatedImuArray(self.imu_model, self.glove.num_sensors,
                                             np.random.default_rng([self.seed, _IMU_STREAM[side]]), rate)
                 stream = simulate_glove_imu(pose_at, start, end, sensors, clock=clock, rate_hz=rate,
