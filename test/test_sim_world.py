@@ -496,9 +496,34 @@ def test_cli_second_camera_flag(tmp_path, capsys):
     assert listed[IMAGE_TOPIC] == listed[IMAGE_2_TOPIC] == (convert.IMAGE, 20)
 
 
+def test_cli_set_changes_any_world_field_and_refuses_unknown_or_bad_ones():
+    import argparse
+
+    from avi_ht_ros.sim import cli as sim_cli
+
+    parser = argparse.ArgumentParser()
+    sim_cli.add_arguments(parser)
+
+    def world(*options):
+        return sim_cli._world_config(parser.parse_args(["--out", "x", *options]))
+
+    ideal = world("--set", "glove_mount_error_deg=0", "--set", "glove_mount_calibration=false", "--duration", "3")
+    assert ideal == load_world_config().replace(glove_mount_error_deg=0.0, glove_mount_calibration=False,
+                                                duration_s=3.0)
+    assert world("--set", "dead_sensors=[3, index_distal]").dead_sensors == ("3", "index_distal")
+    assert world("--noise-scale", "2", "--set", "noise_scale=0.5").noise_scale == 0.5      # --set comes last
+    with pytest.raises(ConfigError, match="--set: glove_mount_error_dg: unknown key"):
+        world("--set", "glove_mount_error_dg=0")
+    with pytest.raises(ConfigError, match="--set: glove_mount_error_deg"):
+        world("--set", "glove_mount_error_deg=45")                                        # range [0, 30]
+    with pytest.raises(ConfigError, match="expected FIELD=VALUE"):
+        world("--set", "glove_mount_error_deg")
+
+
 # ----------------------------------------------------------------------------- glove wearing
 def test_mount_errors_rotate_only_the_glove_and_zero_sigma_is_the_nominal_glove():
-    base = WorldConfig(duration_s=1.0, camera_rate_hz=10.0, noise_scale=0.0, **SMALL)
+    base = WorldConfig(duration_s=1.0, camera_rate_hz=10.0, noise_scale=0.0, glove_mount_error_deg=0.0,
+                       glove_mount_calibration=False, **SMALL)
     nominal = SequenceSimulator(base, 5)
     worn = SequenceSimulator(base.replace(glove_mount_error_deg=6.0), 5)
     zero = SequenceSimulator(base.replace(glove_mount_error_deg=0.0), 5)
@@ -535,7 +560,7 @@ def test_flat_hand_calibration_removes_the_tilt_of_each_mount_error_and_keeps_it
 
 
 def test_calibration_reduces_the_gravity_direction_error_and_survives_a_dead_sensor():
-    base = WorldConfig(duration_s=2.0, camera_rate_hz=10.0, glove_mount_error_deg=5.0,
+    base = WorldConfig(duration_s=2.0, camera_rate_hz=10.0, glove_mount_error_deg=5.0, glove_mount_calibration=False,
                        dead_sensors=("index_distal", "thumb_distal@0.5"), **SMALL)
 
     def direction_error_deg(config, seed):

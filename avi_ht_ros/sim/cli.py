@@ -43,6 +43,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--second-camera", nargs="?", const=SECOND_CAMERA_FILE, default=None, metavar="FILE",
                         help="also render a second headset camera (/head_camera_2/*) from this calibration + "
                              f"mount YAML (config/ name or path; FILE omitted: {SECOND_CAMERA_FILE})")
+    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", dest="world_set",
+                        help="any world field (docs/SIMULATION.md), value in YAML, e.g. "
+                             "--set glove_mount_error_deg=0 --set glove_mount_calibration=false; repeatable, "
+                             "applied after the other options")
     parser.add_argument("--storage", choices=("mcap", "sqlite3"), default="mcap", help="rosbag2 storage plugin")
     parser.add_argument("--jobs", type=int, default=1, help="sequences simulated in parallel (processes)")
     parser.add_argument("--strip", default=None, metavar="PNG",
@@ -51,7 +55,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _world_config(args: argparse.Namespace):
-    from avi_ht_ros.sim.world import load_world_config
+    from avi_ht_ros.sim.world import load_world_config, world_with_changes
 
     config = load_world_config(args.config)
     if args.occlusion is not None:
@@ -71,7 +75,24 @@ def _world_config(args: argparse.Namespace):
         overrides["image_scale"] = float(args.image_scale)
     if args.second_camera is not None:
         overrides["second_camera_config"] = str(args.second_camera)
-    return config.replace(**overrides) if overrides else config
+    config = config.replace(**overrides) if overrides else config
+    return world_with_changes(config, _field_values(args.world_set), "--set") if args.world_set else config
+
+
+def _field_values(assignments: list[str]) -> dict[str, Any]:
+    """``["field=value", ...]`` -> ``{field: YAML-parsed value}`` (a later assignment wins)."""
+    import yaml
+
+    values: dict[str, Any] = {}
+    for assignment in assignments:
+        field, sep, text = assignment.partition("=")
+        if not sep or not field.strip():
+            raise ConfigError("--set", f"{assignment!r}: expected FIELD=VALUE")
+        try:
+            values[field.strip()] = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ConfigError("--set", f"{assignment!r}: the value is not YAML ({exc})") from exc
+    return values
 
 
 # -- worker (runs in a spawned process or in-process) ----------------------------------------

@@ -184,12 +184,12 @@ class WorldConfig:
     dropout_burst_length: float = param(3.0, "mean length of a dropout burst", range=(1.0, 1000.0), unit="samples")
     dead_sensors: tuple[str, ...] = param((), "dead IMUs: site name or index, optionally '@onset_s' "
                                               "(e.g. 'index_distal', '3@2.5'); replaces the preset's")
-    glove_mount_error_deg: float = param(0.0, "per-wearing sensor-to-bone mounting error: sigma of each "
+    glove_mount_error_deg: float = param(10.0, "per-wearing sensor-to-bone mounting error: sigma of each "
                                               "rotation-vector component of a rotation drawn per IMU, hand and "
                                               "sequence (the glove sits differently each time it is put on); "
                                               "0 = every IMU exactly on its nominal mount",
                                          range=(0.0, 30.0), unit="deg")
-    glove_mount_calibration: bool = param(False, "the recorded glove samples are corrected by a flat-hand "
+    glove_mount_calibration: bool = param(True, "the recorded glove samples are corrected by a flat-hand "
                                                  "mounting calibration of the same wearing (the glove driver's "
                                                  "calibrate service, avi_ht_ros.driver.calibration), simulated "
                                                  "before the sequence")
