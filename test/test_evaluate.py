@@ -230,6 +230,22 @@ def test_noise_sweep_resimulates_the_glove(run, sequences):
     assert set(shift["curves"]["avi_ht"]) == {"-0.2", "0", "0.2"}
 
 
+def test_a_noise_level_whose_glove_cannot_be_calibrated_is_a_clear_error(sequences, monkeypatch):
+    """Every noise level is the same glove with its errors scaled, worn and calibrated again; when
+    the driver would refuse that calibration on every wearing (x10: turn-on biases of 0.2 g) the
+    sweep stops with the level and sequence named, not a bare simulator message."""
+    from avi_ht_ros.driver.calibration import CalibrationError
+    from avi_ht_ros.sim import world
+
+    def refuse(self, *args, **kwargs):
+        raise CalibrationError("sensor index_distal: |accel| 8.64 m/s^2 is not g = 9.81 +- 1.0")
+
+    monkeypatch.setattr(world.SequenceSimulator, "flat_hand_calibration", refuse)
+    with pytest.raises(ConfigError, match=r"IMU noise x10: low_right: glove_mount_error_deg: .*refused on 20 "
+                                          r"wearings.*index_distal"):
+        sequences[0].glove_variant(10.0)
+
+
 # ------------------------------------------------------------------------------ report files
 def test_report_has_every_table_and_plot(run, tmp_path):
     results, data, _ = run

@@ -505,8 +505,13 @@ def _eval_sequence_from_simulator(simulator, spec: SequenceSpec, images: np.ndar
             activity=np.asarray(truth.activity, dtype=object), glove=_glove_data(gloves[side]))
 
     def glove_variant(noise_scale: float) -> dict[str, GloveData]:
+        # the same glove with every IMU error x noise_scale, worn and calibrated as in the recording; a
+        # glove whose calibration the driver refuses (e.g. turn-on biases of 0.2 g at x10) cannot be used
         variant = SequenceSimulator(spec.world.replace(noise_scale=float(noise_scale)), spec.seed)
-        return {side: _glove_data(stream) for side, stream in variant.gloves.items()}
+        try:
+            return {side: _glove_data(stream) for side, stream in variant.gloves.items()}
+        except ConfigError as exc:
+            raise ConfigError(f"IMU noise x{noise_scale:g}", f"{spec.name}: {exc}") from exc
 
     info = {"seed": spec.seed, "occlusion": spec.occlusion, "sides": list(simulator.sides),
             "duration_s": spec.world.duration_s, "noise_scale": spec.world.noise_scale,
