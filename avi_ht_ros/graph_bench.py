@@ -32,6 +32,7 @@ import time
 import numpy as np
 
 from avi_ht_ros.common import topics
+from avi_ht_ros.common.config_file import yaml_assignment
 from avi_ht_ros.common.errors import ConfigError
 from avi_ht_ros.models.config import INFERENCE_BACKENDS
 from avi_ht_ros.live_stats import (STAGES, ProcessSampler, format_table, latency_stats, load_average,
@@ -71,16 +72,14 @@ def node_parameter_overrides(settings: list[str], executables: list[str]) -> dic
     """``["retarget_node:command_on_pose=false", ...]`` → ``{"retarget_node": {"command_on_pose": False}}``
     (values read as YAML, an empty one is ``""``); a malformed entry or an executable not in ``executables`` is a
     :class:`ConfigError` (a wrong parameter name or value is refused by the node at start-up)."""
-    import yaml
-
+    expected = f"NODE:NAME=VALUE with NODE one of {', '.join(executables)}"
     overrides: dict[str, dict[str, object]] = {}
     for setting in settings:
         executable, _, assignment = setting.partition(":")
-        name, equals, value = assignment.partition("=")
-        if not equals or not name.strip() or executable not in executables:
-            raise ConfigError("--param", f"expected NODE:NAME=VALUE with NODE one of {', '.join(executables)}, "
-                              f"got {setting!r}")
-        overrides.setdefault(executable, {})[name.strip()] = yaml.safe_load(value) if value.strip() else ""
+        if executable not in executables:
+            raise ConfigError("--param", f"expected {expected}, got {setting!r}")
+        name, value = yaml_assignment(assignment, "--param", expected)
+        overrides.setdefault(executable, {})[name] = value
     return overrides
 
 

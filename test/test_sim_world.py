@@ -518,6 +518,8 @@ def test_cli_set_changes_any_world_field_and_refuses_unknown_or_bad_ones():
         world("--set", "glove_mount_error_deg=45")                                        # range [0, 30]
     with pytest.raises(ConfigError, match="expected FIELD=VALUE"):
         world("--set", "glove_mount_error_deg")
+    with pytest.raises(ConfigError, match="--set: 'dead_sensors=\\[3': the value is not YAML"):
+        world("--set", "dead_sensors=[3")
 
 
 # ----------------------------------------------------------------------------- glove wearing

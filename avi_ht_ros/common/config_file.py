@@ -1,5 +1,6 @@
-"""Reading YAML configuration files: the one place that turns I/O and syntax errors into
-:class:`~avi_ht_ros.common.errors.ConfigError` naming the file."""
+"""Reading YAML configuration files and ``NAME=VALUE`` command-line settings: the one place that
+turns I/O and syntax errors into :class:`~avi_ht_ros.common.errors.ConfigError` naming the file
+or option."""
 from __future__ import annotations
 
 import os
@@ -32,3 +33,16 @@ def load_yaml_mapping(path: str | os.PathLike, where: str | None = None) -> dict
     if not isinstance(data, dict):
         raise ConfigError(where, f"top level must be a mapping, got {type(data).__name__}")
     return data
+
+
+def yaml_assignment(assignment: str, where: str, expected: str = "NAME=VALUE") -> tuple[str, Any]:
+    """``"name=value"`` -> ``(name, value read as YAML)``, an empty value being ``""`` (e.g.
+    ``"noise_scale=0.5"`` -> ``("noise_scale", 0.5)``). A missing ``=`` or name, or a value that is
+    not YAML, raises ``ConfigError(where, ...)`` quoting ``expected`` and the input."""
+    name, equals, text = assignment.partition("=")
+    if not equals or not name.strip():
+        raise ConfigError(where, f"expected {expected}, got {assignment!r}")
+    try:
+        return name.strip(), (yaml.safe_load(text) if text.strip() else "")
+    except yaml.YAMLError as exc:
+        raise ConfigError(where, f"{assignment!r}: the value is not YAML ({exc})") from None

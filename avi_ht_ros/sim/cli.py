@@ -17,6 +17,7 @@ import sys
 import time
 from typing import Any
 
+from avi_ht_ros.common.config_file import yaml_assignment
 from avi_ht_ros.common.errors import AviHtError, ConfigError
 from avi_ht_ros.io.bag import BagError
 
@@ -81,18 +82,7 @@ def _world_config(args: argparse.Namespace):
 
 def _field_values(assignments: list[str]) -> dict[str, Any]:
     """``["field=value", ...]`` -> ``{field: YAML-parsed value}`` (a later assignment wins)."""
-    import yaml
-
-    values: dict[str, Any] = {}
-    for assignment in assignments:
-        field, sep, text = assignment.partition("=")
-        if not sep or not field.strip():
-            raise ConfigError("--set", f"{assignment!r}: expected FIELD=VALUE")
-        try:
-            values[field.strip()] = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise ConfigError("--set", f"{assignment!r}: the value is not YAML ({exc})") from exc
-    return values
+    return dict(yaml_assignment(assignment, "--set", "FIELD=VALUE") for assignment in assignments)
 
 
 # -- worker (runs in a spawned process or in-process) ----------------------------------------
