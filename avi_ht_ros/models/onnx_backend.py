@@ -62,7 +62,8 @@ _INPUTS = ("hand_scale", "crops", "K_virtual", "R_virtual_from_camera", "view_va
 # VisionEncoding's fields, fed to the fusion half under these names ("state" leaves as new_state)
 _VISION_INPUTS = ("hand_scale", "crops", "K_virtual", "R_virtual_from_camera", "view_valid", "state")
 _VISION_FEED = tuple(f"vision_{name}" for name in VisionEncoding._fields[:-1])
-_FUSE_INPUTS = ("hand_scale", "imu_features", "imu_valid") + _VISION_FEED
+_FUSE_MODEL_INPUTS = ("hand_scale", "imu_features", "imu_valid")   # the fusion half's inputs from ModelInputs
+_FUSE_INPUTS = _FUSE_MODEL_INPUTS + _VISION_FEED
 
 
 class BackendError(AviHtError):
@@ -217,7 +218,7 @@ class OnnxFrameModel:
         """The fusion half (:meth:`AviHtModel.fuse`) on :meth:`encode_vision`'s result for the frame."""
         self._check_split()
         inputs = self._with_window(inputs)
-        feed = self._feed(inputs, None, _FUSE_INPUTS[:3])
+        feed = self._feed(inputs, None, _FUSE_MODEL_INPUTS)
         feed.update({name: _as_array(value, np.float32) for name, value in zip(_VISION_FEED, vision)})
         live = window_is_live(feed["imu_features"], feed["imu_valid"])
         graph = self._graph(inputs.side, "fuse-live" if live else "fuse-masked")
@@ -279,7 +280,7 @@ class OnnxFrameModel:
             with torch.inference_mode():
                 vision = self.model.encode_vision(example, None)
             input_names = _FUSE_INPUTS
-            args = (full["hand_scale"], full["imu_features"], full["imu_valid"], *vision[:-1])
+            args = (*(full[name] for name in _FUSE_MODEL_INPUTS), *vision[:-1])
             output_names = outputs
         else:
             step = _FrameStep(self.model, side, outputs)
