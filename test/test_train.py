@@ -383,3 +383,30 @@ def test_warm_start_copies_matching_parameters_only(tmp_path):
             assert name not in copied and torch.equal(value, before[name]), name
     with pytest.raises(ConfigError, match="init_from"):
         T.with_overrides(T.load_train_config("train_avi_ht.yaml"), init_from=str(tmp_path / "none.pt"))
+
+
+def test_frozen_modules_keep_their_weights_and_statistics_while_the_rest_trains(dataset, reference_run, tmp_path):
+    """training.frozen_modules: [vision_encoder] adapts only the glove side: the vision encoder's
+    parameters and batch-norm statistics are bit-identical to the warm start, everything else moves."""
+    start = reference_run[0] / "checkpoints" / "last.pt"
+    data = tiny_config(dataset, max_steps=4, init_from=str(start))
+    data["training"]["frozen_modules"] = ["vision_encoder"]
+    trainer = T.Trainer(T.train_config_from_dict(data), tmp_path / "frozen", show_progress=False, log=None)
+    trainer.run()
+    before, after = state_dict(start), state_dict(tmp_path / "frozen" / "checkpoints" / "last.pt")
+    vision = [name for name in before if name.startswith("vision_encoder.")]
+    assert any(name.endswith("running_mean") for name in vision)
+    for name in vision:
+        assert torch.equal(before[name], after[name]), name
+    moved = {name.split(".")[0] for name in before
+             if not name.startswith("vision_encoder.") and not torch.equal(before[name], after[name])}
+    assert {"imu_encoder", "fusion", "head"} <= moved
+    assert all(p.requires_grad is False for p in trainer.model.vision_encoder.parameters())
+    assert len(trainer.optimizer.param_groups[0]["params"]) == sum(
+        1 for name, _ in trainer.model.named_parameters() if not name.startswith("vision_encoder."))
+    for frozen, message in ((["camera"], "not a trainable part.*vision_encoder"),
+                            (["vision_encoder", "imu_encoder", "fusion", "head"], "whole model"),
+                            (["head", "head"], "distinct")):
+        data["training"]["frozen_modules"] = frozen
+        with pytest.raises(ConfigError, match=message):
+            T.Trainer(T.train_config_from_dict(data), tmp_path / "bad", show_progress=False, log=None)

@@ -305,8 +305,15 @@ class TrainingConfig:
     batch_size: int = 48
     clip_length: int = 4
     """Frames per training clip; the recurrent state is carried through a clip (1 = single frames)."""
+    frozen_modules: tuple[str, ...] = ()
+    """Top-level parts of the model kept as they are (warm start) while the rest trains, e.g.
+    ``[vision_encoder]`` to adapt only the glove side to a new glove: no gradient, not in the
+    optimiser, batch-norm statistics and dropout in inference mode. Names are the model's children
+    (``vision_encoder``, ``imu_encoder``, ``fusion``, ``head``); checked when the model is built."""
 
     def validate(self, where: str) -> None:
+        _require(len(set(self.frozen_modules)) == len(self.frozen_modules), f"{where}.frozen_modules",
+                 f"names must be distinct, got {list(self.frozen_modules)}")
         for name in ("learning_rate", "eps", "lr_decay_factor"):
             value = getattr(self, name)
             _require(math.isfinite(value) and value > 0, f"{where}.{name}", f"must be > 0, got {value}")

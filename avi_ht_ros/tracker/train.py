@@ -60,7 +60,7 @@ import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -359,6 +359,26 @@ class DistributedContext:
 # ======================================================================================
 # Seeds and RNG state
 # ======================================================================================
+def freeze_modules(model: nn.Module, names: Sequence[str]) -> list[nn.Module]:
+    """Stop training the model's children ``names`` (``training.frozen_modules``): their
+    parameters get no gradient; the caller keeps them out of the optimiser and in inference mode
+    (batch-norm statistics, dropout). Returns the frozen modules; an unknown name or freezing every
+    trainable part is a :class:`ConfigError`."""
+    children = dict(model.named_children())
+    frozen = []
+    for name in names:
+        module = children.get(name)
+        if module is None or not any(True for _ in module.parameters()):
+            trainable = sorted(n for n, m in children.items() if any(True for _ in m.parameters()))
+            raise ConfigError("training.frozen_modules", f"{name!r} is not a trainable part of this model; "
+                                                         f"its parts: {', '.join(trainable)}")
+        module.requires_grad_(False)
+        frozen.append(module)
+    if names and not any(p.requires_grad for p in model.parameters()):
+        raise ConfigError("training.frozen_modules", f"{list(names)} freezes the whole model: nothing to train")
+    return frozen
+
+
 def warm_start(model: nn.Module, checkpoint_path: str | os.PathLike) -> list[str]:
     """Copy every parameter/buffer of a checkpoint whose name and shape match ``model``'s.
 
@@ -803,6 +823,7 @@ class Trainer:
                 modules = sorted({name.split(".")[0] for name in copied})
                 self._log(f"warm start from {config.run.init_from}: {len(copied)} tensors "
                           f"({', '.join(modules)})")
+        self.frozen = freeze_modules(self.model, training.frozen_modules)
         seed_sensor_dropout(self.model, config.run.seed, self.context.rank)
         self.clip_loss = ClipLoss(self.model, experiment.loss)
         if self.context.distributed:
@@ -812,7 +833,8 @@ class Trainer:
                 self.clip_loss, device_ids=None, find_unused_parameters=True)
         else:
             self.step_module = self.clip_loss
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=training.learning_rate,
+        self.optimizer = torch.optim.Adam([p for p in self.model.parameters() if p.requires_grad],
+                                          lr=training.learning_rate,
                                           betas=(training.beta1, training.beta2), eps=training.eps,
                                           weight_decay=training.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.MultiStepLR(self.optimizer, milestones=list(training.lr_decay_epochs),
@@ -927,10 +949,16 @@ class Trainer:
                           num_workers=self.config.data.num_workers, collate_fn=collate_clips, drop_last=False,
                           generator=generator, pin_memory=self.context.device.type == "cuda")
 
+    def _train_mode(self) -> None:
+        """Training mode for the parts that train; the frozen ones stay in inference mode."""
+        self.model.train()
+        for module in self.frozen:
+            module.eval()
+
     def train_step(self, batch: ClipBatch) -> dict[str, float]:
         """One optimizer step; returns the loss terms (this rank's batch)."""
         batch = batch.to(self.context.device)
-        self.model.train()
+        self._train_mode()
         terms = self.step_module(model_inputs_for(self.model_config, batch), batch.targets)
         self.optimizer.zero_grad(set_to_none=True)
         terms["total"].backward()
@@ -965,7 +993,7 @@ class Trainer:
             for name, value in metric_sums(outputs, batch.targets).items():
                 sums[name] += value
             sums["clips"] += batch.batch_size
-        self.model.train()
+        self._train_mode()
         reduced = self.context.all_reduce_sum(torch.tensor([sums[k] for k in keys], dtype=torch.float64))
         total = dict(zip(keys, reduced.tolist()))
         if total["clips"] == 0:
@@ -996,7 +1024,7 @@ class Trainer:
             options = EvalOptions(ekf=False, progress=False, threads=torch.get_num_threads())
             results = evaluate([EvalModel("validation", self.model)], self.online_sequences, options)
             summary = results.metrics()["overall"]["validation"]
-            self.model.train()
+            self._train_mode()
             result = {f"val_online_{name}": summary.get(name) for name in ONLINE_VALIDATION_METRICS}
             result["val_online_frames"] = summary.get("frames")
         return self.context.all_gather_objects(result)[0]
