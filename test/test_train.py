@@ -159,15 +159,19 @@ def test_online_validation_tracks_the_validation_recordings_and_selects_by_them(
         os.rename(moved, bag_a)
 
 
-@pytest.mark.parametrize("stage", ["finetune", "articulation"])
+@pytest.mark.parametrize("stage", ["finetune", "articulation", "worn_glove"])
 def test_later_stage_configs_load_and_give_fusion_and_vision_only_one_budget(stage):
     """Every later-stage config in config/ loads, and AVI-HT and vision-only get the same data,
-    schedule and loss weights in it (the same budget)."""
+    schedule and loss weights in it (the same budget). The worn-glove stage freezes AVI-HT's vision
+    encoder (the images do not change with the glove); the baseline trains all of itself."""
     configs = {t: T.load_train_config(f"train_{t}_{stage}.yaml") for t in ("avi_ht", "vision_only")}
     assert {t: c.experiment.model.type for t, c in configs.items()} == {"avi_ht": "avi_ht", "vision_only": "vision_only"}
     fusion, vision = configs["avi_ht"], configs["vision_only"]
     assert fusion.data == vision.data and fusion.run == vision.run
-    assert T.config_to_dict(fusion.experiment.training) == T.config_to_dict(vision.experiment.training)
+    frozen = {t: c.experiment.training.frozen_modules for t, c in configs.items()}
+    assert frozen == {"avi_ht": (("vision_encoder",) if stage == "worn_glove" else ()), "vision_only": ()}
+    assert T.config_to_dict(dataclasses.replace(fusion.experiment.training, frozen_modules=())) == \
+        T.config_to_dict(vision.experiment.training)
     assert T.config_to_dict(fusion.experiment.loss) == T.config_to_dict(vision.experiment.loss)
     assert sorted(p.name for p in (REPO / "config").glob(f"train_*_{stage}.yaml")) == [
         f"train_avi_ht_{stage}.yaml", f"train_vision_only_{stage}.yaml"]
@@ -410,3 +414,39 @@ def test_frozen_modules_keep_their_weights_and_statistics_while_the_rest_trains(
         data["training"]["frozen_modules"] = frozen
         with pytest.raises(ConfigError, match=message):
             T.Trainer(T.train_config_from_dict(data), tmp_path / "bad", show_progress=False, log=None)
+
+
+def test_init_parts_replace_a_whole_part_from_another_checkpoint_or_refuse(tmp_path):
+    """run.init_parts / --init-part PART=CHECKPOINT: after the warm start, one part of the model
+    comes whole from another checkpoint (AVI-HT's IMU encoder from an IMU-only run); a part the
+    checkpoint cannot fill completely is refused rather than half-copied."""
+    from avi_ht_ros.models.checkpoint import save_checkpoint
+    from avi_ht_ros.models.factory import build_model
+
+    torch.manual_seed(1)
+    imu_only = build_model(load_experiment_config("model_imu_only.yaml").model)
+    source = save_checkpoint(tmp_path / "imu_only.pt", imu_only)
+    torch.manual_seed(2)
+    fused = build_model(load_experiment_config("model_avi_ht.yaml").model)
+    before = {k: v.clone() for k, v in fused.state_dict().items()}
+    copied = T.init_part(fused, "imu_encoder", source)
+    after, stored = fused.state_dict(), imu_only.state_dict()
+    assert copied and all(name.startswith("imu_encoder.") for name in copied)
+    for name, value in after.items():
+        if name in copied:
+            assert torch.equal(value, stored[name]), name
+        else:  # every other part, and the IMU encoder's glove-layout buffer, as they were
+            assert torch.equal(value, before[name]), name
+    assert any(name.startswith("imu_encoder.") and name not in copied for name in after)  # the layout buffer
+    for part, message in (("fusion", "has no fusion.level2"), ("vision_encoder", "has no vision_encoder"),
+                          ("glove", "not a trainable part")):
+        with pytest.raises(ConfigError, match=message):
+            T.init_part(fused, part, source)
+    base = T.load_train_config("train_avi_ht.yaml")
+    config = T.with_overrides(base, init_parts=[f"imu_encoder={source}"])
+    assert config.run.init_parts == (f"imu_encoder={source}",)
+    for entries, message in (([str(source)], "PART=CHECKPOINT"), (["imu_encoder=" + str(tmp_path / "none.pt")],
+                                                                  "no such checkpoint"),
+                             ([f"head={source}", f"head={source}"], "one checkpoint per part")):
+        with pytest.raises(ConfigError, match=message):
+            T.with_overrides(base, init_parts=entries)

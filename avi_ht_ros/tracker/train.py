@@ -151,6 +151,12 @@ class RunConfig:
     """Warm start: a checkpoint (any model type) whose parameters with the same name and shape
     initialise this model before training, e.g. the IMU encoder and sensor attention of an
     IMU-only run for AVI-HT (:func:`warm_start`). '' = random initialisation."""
+    init_parts: tuple[str, ...] = ()
+    """``PART=CHECKPOINT`` entries applied after ``init_from``: the model part PART
+    (``vision_encoder``, ``imu_encoder``, ``fusion``, ``head``) takes every one of its parameters from
+    CHECKPOINT — each must be there with the same name and shape (:func:`init_part`), e.g.
+    ``imu_encoder=runs/imu_only_worn/checkpoints/best.pt`` to start AVI-HT's glove side from the
+    IMU-only model adapted to the worn glove while the rest comes from ``init_from``."""
     online_validation: bool = False
     """After every epoch also run the validation recordings (the dataset's source bags) through the
     online tracker exactly as ``avi-ht eval`` does — live synchronizer, crops following the model's
@@ -172,6 +178,9 @@ class RunConfig:
             raise ConfigError(f"{where}.torch_threads", f"must be >= 0, got {self.torch_threads}")
         if self.init_from and not pathlib.Path(self.init_from).is_file():
             raise ConfigError(f"{where}.init_from", f"no such checkpoint file: {self.init_from}")
+        parts = [part_and_checkpoint(entry, f"{where}.init_parts[{i}]") for i, entry in enumerate(self.init_parts)]
+        if len({part for part, _ in parts}) != len(parts):
+            raise ConfigError(f"{where}.init_parts", f"one checkpoint per part, got {list(self.init_parts)}")
 
 
 @dataclass
@@ -251,7 +260,8 @@ def load_train_config(path: str | os.PathLike) -> TrainConfig:
 def with_overrides(config: TrainConfig, *, data: str | None = None, seed: int | None = None,
                    epochs: int | None = None, max_steps: int | None = None, batch_size: int | None = None,
                    num_workers: int | None = None, torch_threads: int | None = None,
-                   init_from: str | None = None, online_validation: bool | None = None) -> TrainConfig:
+                   init_from: str | None = None, init_parts: Sequence[str] | None = None,
+                   online_validation: bool | None = None) -> TrainConfig:
     """A copy with command-line overrides applied.
 
     ``epochs`` rescales ``training.lr_decay_epochs`` proportionally (30 of 40 → 6 of 8), so a
@@ -270,6 +280,8 @@ def with_overrides(config: TrainConfig, *, data: str | None = None, seed: int | 
         config.run.torch_threads = int(torch_threads)
     if init_from is not None:
         config.run.init_from = str(init_from)
+    if init_parts is not None:
+        config.run.init_parts = tuple(str(entry) for entry in init_parts)
     if online_validation is not None:
         config.run.online_validation = bool(online_validation)
     training = config.experiment.training
@@ -359,24 +371,45 @@ class DistributedContext:
 # ======================================================================================
 # Seeds and RNG state
 # ======================================================================================
+def part_and_checkpoint(entry: str, where: str) -> tuple[str, str]:
+    """``"PART=CHECKPOINT"`` (``run.init_parts``, ``--init-part``) → (part, path); the file must exist."""
+    part, separator, path = entry.partition("=")
+    if not separator or not part.strip() or not path.strip():
+        raise ConfigError(where, f"expected PART=CHECKPOINT (e.g. imu_encoder=runs/imu/checkpoints/best.pt), "
+                                 f"got {entry!r}")
+    if not pathlib.Path(path.strip()).is_file():
+        raise ConfigError(where, f"no such checkpoint file: {path.strip()}")
+    return part.strip(), path.strip()
+
+
+def model_part(model: nn.Module, name: str, key: str) -> nn.Module:
+    """The model's child ``name`` that has parameters; else a :class:`ConfigError` at ``key``
+    naming the parts there are."""
+    children = dict(model.named_children())
+    module = children.get(name)
+    if module is None or not any(True for _ in module.parameters()):
+        trainable = sorted(n for n, m in children.items() if any(True for _ in m.parameters()))
+        raise ConfigError(key, f"{name!r} is not a trainable part of this model; its parts: {', '.join(trainable)}")
+    return module
+
+
 def freeze_modules(model: nn.Module, names: Sequence[str]) -> list[nn.Module]:
     """Stop training the model's children ``names`` (``training.frozen_modules``): their
     parameters get no gradient; the caller keeps them out of the optimiser and in inference mode
     (batch-norm statistics, dropout). Returns the frozen modules; an unknown name or freezing every
     trainable part is a :class:`ConfigError`."""
-    children = dict(model.named_children())
     frozen = []
     for name in names:
-        module = children.get(name)
-        if module is None or not any(True for _ in module.parameters()):
-            trainable = sorted(n for n, m in children.items() if any(True for _ in m.parameters()))
-            raise ConfigError("training.frozen_modules", f"{name!r} is not a trainable part of this model; "
-                                                         f"its parts: {', '.join(trainable)}")
+        module = model_part(model, name, "training.frozen_modules")
         module.requires_grad_(False)
         frozen.append(module)
     if names and not any(p.requires_grad for p in model.parameters()):
         raise ConfigError("training.frozen_modules", f"{list(names)} freezes the whole model: nothing to train")
     return frozen
+
+
+_LAYOUT_BUFFERS = ("token_of_feature", "token_hops")
+"""Buffers that describe this model's glove layout: never copied from another checkpoint."""
 
 
 def warm_start(model: nn.Module, checkpoint_path: str | os.PathLike) -> list[str]:
@@ -392,11 +425,31 @@ def warm_start(model: nn.Module, checkpoint_path: str | os.PathLike) -> list[str
     current = model.state_dict()
     copied = {name: tensor for name, tensor in stored.items()
               if name in current and isinstance(tensor, torch.Tensor) and tensor.shape == current[name].shape
-              and not name.endswith(("token_of_feature", "token_hops"))}
+              and not name.endswith(_LAYOUT_BUFFERS)}
     if not copied:
         raise ConfigError("run.init_from", f"{checkpoint_path}: no parameter matches this model by name and shape")
     model.load_state_dict(copied, strict=False)
     return sorted(copied)
+
+
+def init_part(model: nn.Module, part: str, checkpoint_path: str | os.PathLike) -> list[str]:
+    """Replace every parameter and buffer of the model part ``part`` (``run.init_parts``) with the
+    checkpoint's tensor of the same name — all of them or none: a missing name or another shape is a
+    :class:`ConfigError` (the part would be half one model, half another). Layout buffers are kept,
+    as in :func:`warm_start`. Returns the names copied."""
+    key = "run.init_parts"
+    model_part(model, part, key)
+    stored = read_checkpoint(checkpoint_path)["state_dict"]
+    wanted = [name for name in model.state_dict() if name.startswith(part + ".") and not name.endswith(_LAYOUT_BUFFERS)]
+    current = model.state_dict()
+    for name in wanted:
+        if name not in stored:
+            raise ConfigError(key, f"{checkpoint_path} has no {name}: it has no {part} like this model's")
+        if stored[name].shape != current[name].shape:
+            raise ConfigError(key, f"{checkpoint_path}: {name} is {tuple(stored[name].shape)}, this model's "
+                                   f"{tuple(current[name].shape)}")
+    model.load_state_dict({name: stored[name] for name in wanted}, strict=False)
+    return wanted
 
 
 def seed_everything(seed: int) -> None:
@@ -817,12 +870,8 @@ class Trainer:
         seed_everything(config.run.seed)
         self.model = build_model(self.model_config).to(self.context.device)
         self.selection_key = selection_metric(self.model, online=config.run.online_validation)
-        if config.run.init_from and not resume:
-            copied = warm_start(self.model, config.run.init_from)
-            if self._log:
-                modules = sorted({name.split(".")[0] for name in copied})
-                self._log(f"warm start from {config.run.init_from}: {len(copied)} tensors "
-                          f"({', '.join(modules)})")
+        if not resume:  # a resume continues from its own checkpoint
+            self._warm_start(config.run)
         self.frozen = freeze_modules(self.model, training.frozen_modules)
         seed_sensor_dropout(self.model, config.run.seed, self.context.rank)
         self.clip_loss = ClipLoss(self.model, experiment.loss)
@@ -948,6 +997,19 @@ class Trainer:
         return DataLoader(dataset, batch_size=batch_size, sampler=IndexListSampler(indices),
                           num_workers=self.config.data.num_workers, collate_fn=collate_clips, drop_last=False,
                           generator=generator, pin_memory=self.context.device.type == "cuda")
+
+    def _warm_start(self, run: RunConfig) -> None:
+        """``run.init_from``, then ``run.init_parts`` in order."""
+        if run.init_from:
+            copied = warm_start(self.model, run.init_from)
+            if self._log:
+                modules = sorted({name.split(".")[0] for name in copied})
+                self._log(f"warm start from {run.init_from}: {len(copied)} tensors ({', '.join(modules)})")
+        for index, entry in enumerate(run.init_parts):
+            part, path = part_and_checkpoint(entry, f"run.init_parts[{index}]")
+            copied = init_part(self.model, part, path)
+            if self._log:
+                self._log(f"{part} from {path}: {len(copied)} tensors")
 
     def _train_mode(self) -> None:
         """Training mode for the parts that train; the frozen ones stay in inference mode."""

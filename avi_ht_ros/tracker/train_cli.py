@@ -41,6 +41,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--init-from", default=None, metavar="CHECKPOINT",
                         help="warm start: copy the parameters of this checkpoint that match by name and shape "
                              "(e.g. an IMU-only run's IMU encoder into AVI-HT); overrides run.init_from")
+    parser.add_argument("--init-part", action="append", default=None, metavar="PART=CHECKPOINT",
+                        help="after --init-from, the model part PART (vision_encoder, imu_encoder, fusion, head) "
+                             "takes all its parameters from CHECKPOINT (e.g. imu_encoder=<IMU-only run>/checkpoints/"
+                             "best.pt); repeatable; overrides run.init_parts")
     parser.add_argument("--online-validation", action="store_true", default=None,
                         help="also track the validation recordings through the online tracker after every epoch "
                              "and keep best.pt by that MKPE (sets run.online_validation; docs/TRAINING.md)")
@@ -63,7 +67,8 @@ def run(args: argparse.Namespace) -> int:
         config.run.max_steps = 0  # a stop from the interrupted session does not carry over
     config = with_overrides(config, data=args.data, seed=args.seed, epochs=args.epochs, max_steps=args.max_steps,
                             batch_size=args.batch_size, num_workers=args.num_workers, torch_threads=args.threads,
-                            init_from=args.init_from, online_validation=args.online_validation)
+                            init_from=args.init_from, init_parts=args.init_part,
+                            online_validation=args.online_validation)
     out = args.out
     if out is None:
         name = pathlib.Path(args.config).stem if args.config else "run"
