@@ -366,7 +366,9 @@ def test_ddp_two_cpu_processes(dataset, reference_run, tmp_path):
     assert "done: 3 steps" in finished.stderr and finished.stderr.count("done:") == 1
 
 
-def test_warm_start_copies_matching_parameters_only(tmp_path):
+def imu_only_checkpoint_and_fused_model(tmp_path: pathlib.Path):
+    """An IMU-only model saved as a checkpoint, and a differently initialised AVI-HT model with a
+    copy of its initial state: (imu_only, checkpoint path, fused, fused state before)."""
     from avi_ht_ros.models.checkpoint import save_checkpoint
     from avi_ht_ros.models.factory import build_model
 
@@ -375,7 +377,11 @@ def test_warm_start_copies_matching_parameters_only(tmp_path):
     source = save_checkpoint(tmp_path / "imu_only.pt", imu_only)
     torch.manual_seed(2)
     fused = build_model(load_experiment_config("model_avi_ht.yaml").model)
-    before = {k: v.clone() for k, v in fused.state_dict().items()}
+    return imu_only, source, fused, {k: v.clone() for k, v in fused.state_dict().items()}
+
+
+def test_warm_start_copies_matching_parameters_only(tmp_path):
+    imu_only, source, fused, before = imu_only_checkpoint_and_fused_model(tmp_path)
     copied = T.warm_start(fused, source)
     after, stored = fused.state_dict(), imu_only.state_dict()
     assert any(name.startswith("imu_encoder.") for name in copied)
@@ -420,15 +426,7 @@ def test_init_parts_replace_a_whole_part_from_another_checkpoint_or_refuse(tmp_p
     """run.init_parts / --init-part PART=CHECKPOINT: after the warm start, one part of the model
     comes whole from another checkpoint (AVI-HT's IMU encoder from an IMU-only run); a part the
     checkpoint cannot fill completely is refused rather than half-copied."""
-    from avi_ht_ros.models.checkpoint import save_checkpoint
-    from avi_ht_ros.models.factory import build_model
-
-    torch.manual_seed(1)
-    imu_only = build_model(load_experiment_config("model_imu_only.yaml").model)
-    source = save_checkpoint(tmp_path / "imu_only.pt", imu_only)
-    torch.manual_seed(2)
-    fused = build_model(load_experiment_config("model_avi_ht.yaml").model)
-    before = {k: v.clone() for k, v in fused.state_dict().items()}
+    imu_only, source, fused, before = imu_only_checkpoint_and_fused_model(tmp_path)
     copied = T.init_part(fused, "imu_encoder", source)
     after, stored = fused.state_dict(), imu_only.state_dict()
     assert copied and all(name.startswith("imu_encoder.") for name in copied)
