@@ -196,9 +196,12 @@ def run(args: argparse.Namespace) -> int:
     window = (t0_ns, t0_ns + int(measured_s * 1e9))
     in_window = lambda stamps: {s: r for s, r in stamps.items() if window[0] <= s < window[1]}   # noqa: E731
     poses, synced, infos = in_window(probe.poses), in_window(probe.synced), in_window(probe.camera_infos)
+    gloves = in_window(probe.glove)
     stages = stage_latencies(poses, synced, None, np.asarray(probe.command_receive_ns, np.int64))
     # the camera's own share (the probe takes the small camera info, not the image, to spare the CPU)
-    stages = {"camera_info": np.array([infos[s] - s for s in sorted(infos)], np.float64) / 1e6, **stages}
+    stages = {"camera_info": np.array([infos[s] - s for s in sorted(infos)], np.float64) / 1e6,
+              # the glove's share: a frame waits for the glove sample nearest its stamp
+              "glove": np.array([r - s for s, r in sorted(gloves.items())], np.float64) / 1e6, **stages}
     latency = {name: latency_stats(values) for name, values in stages.items()}
     expected_frames = int(round(measured_s * 1e9 / scenario.frame_period_ns))
     camera_stamps = set(infos)
@@ -223,7 +226,7 @@ def run(args: argparse.Namespace) -> int:
         "rates_hz": {"camera": camera_published / diag_interval_s if np.isfinite(camera_published)
                      and diag_interval_s > 0 else len(infos) / measured_s,
                      "camera_nominal": 1e9 / scenario.frame_period_ns,
-                     "glove": probe.glove_samples / measured_s,
+                     "glove": len(gloves) / measured_s,
                      # composed: the sync node's own count (nothing to receive), over its diagnostics interval
                      "synced_frames": len(synced) / measured_s if not composed else
                      _delta(sync_end, sync_start, "published") / (_delta(sync_end, sync_start, "_receive_ns") / 1e9),

@@ -126,6 +126,7 @@ def latency_stats(values_ms: np.ndarray | list) -> dict[str, float]:
 STAGES: dict[str, str] = {
     "camera_publish": "camera stamp -> image received",
     "camera_info": "camera stamp -> camera info received (published just after the image)",
+    "glove": "glove stamp -> glove sample received (every sample, 200 Hz)",
     "sync": "camera stamp -> synced frame received",
     "fusion": "synced frame -> hand pose received",
     "retarget": "hand pose -> next joint command received",

@@ -31,8 +31,11 @@ def test_bench_graph_prints_and_writes_its_figures(tmp_path, separate):
     assert data["latency_ms"]["end_to_end_pose"]["n"] > 0
     # the sync -> fusion split is seen only where the synchronized frames cross DDS
     stages = {"retarget", "end_to_end_command"} | ({"sync", "fusion"} if separate else set())
-    assert set(data["latency_ms"]) == stages | {"camera_info", "end_to_end_pose"}
+    assert set(data["latency_ms"]) == stages | {"camera_info", "glove", "end_to_end_pose"}
     assert {"camera", "glove", "poses", "synced_frames", "joint_commands"} <= set(data["rates_hz"])
+    # every glove sample is timed (stamp -> received), and the glove rate counts the same samples
+    assert data["latency_ms"]["glove"]["n"] == pytest.approx(data["rates_hz"]["glove"] * data["duration_s"], abs=1)
+    assert data["rates_hz"]["glove"] > 150
     # --param reached the node: without command_on_pose only the 100 Hz timer commands
     assert 0 < data["rates_hz"]["joint_commands"] <= 102, data["rates_hz"]
     assert {"expected", "poses", "without_pose", "sync_dropped", "fusion_skipped_stale",

@@ -7,7 +7,7 @@ process to watch the graph the separate node processes form. It keeps
 * ``{camera stamp: receive time}`` of the hand poses (and, with ``timing=True``, of the
   camera infos and, unless ``synced_frames=False``, the synchronized frames) read from the CDR
   header without decoding,
-* the receive times of the joint commands and the number of glove samples (``timing=True``).
+* the receive times of the joint commands and ``{glove stamp: receive time}`` of the glove samples (``timing=True``).
 
 Receive times are ``time.time_ns()`` (the clock the camera stamps with).
 """
@@ -62,7 +62,7 @@ class GraphProbe:
         self.camera_infos: dict[int, int] = {}
         self.synced: dict[int, int] = {}
         self.command_receive_ns: list[int] = []
-        self.glove_samples = 0
+        self.glove: dict[int, int] = {}
         self.recording = True          # False: callbacks only count nothing (between phases)
         node = self.node
         node.create_subscription(DiagnosticArray, topics.DIAGNOSTICS, self._on_diagnostics, _DIAGNOSTICS_QOS,
@@ -77,8 +77,8 @@ class GraphProbe:
                                          self._stamped(self.synced), base.SENSOR_QOS, raw=True)
             node.create_subscription(JointState, topics.hand_topic(side, topics.ROBOT_JOINT_COMMANDS),
                                      self._on_command, _POSE_QOS, raw=True)
-            node.create_subscription(GloveSample, topics.hand_topic(side, topics.GLOVE_SAMPLES), self._on_glove,
-                                     base.GLOVE_QOS, raw=True)
+            node.create_subscription(GloveSample, topics.hand_topic(side, topics.GLOVE_SAMPLES),
+                                     self._stamped(self.glove), base.GLOVE_QOS, raw=True)
 
     # -- callbacks ----------------------------------------------------------------------------
     def _stamped(self, store: dict[int, int]) -> Callable[[bytes], None]:
@@ -91,10 +91,6 @@ class GraphProbe:
     def _on_command(self, data: bytes) -> None:
         if self.recording:
             self.command_receive_ns.append(time.time_ns())
-
-    def _on_glove(self, data: bytes) -> None:
-        if self.recording:
-            self.glove_samples += 1
 
     def _on_diagnostics(self, data: bytes) -> None:
         received = time.time_ns()
@@ -109,7 +105,7 @@ class GraphProbe:
         self.camera_infos.clear()
         self.synced.clear()
         self.command_receive_ns.clear()
-        self.glove_samples = 0
+        self.glove.clear()
 
     def spin_for(self, seconds: float) -> None:
         end = time.monotonic() + seconds
