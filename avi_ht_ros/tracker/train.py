@@ -155,7 +155,7 @@ class RunConfig:
     """``PART=CHECKPOINT`` entries applied after ``init_from``: the model part PART
     (``vision_encoder``, ``imu_encoder``, ``fusion``, ``head``) takes every one of its parameters from
     CHECKPOINT — each must be there with the same name and shape (:func:`init_part`), e.g.
-    ``imu_encoder=runs/imu_only_worn/checkpoints/best.pt`` to start AVI-HT's glove side from the
+    ``imu_encoder=runs/imu_only/checkpoints/best.pt`` to start AVI-HT's glove side from the
     IMU-only model adapted to the worn glove while the rest comes from ``init_from``."""
     online_validation: bool = False
     """After every epoch also run the validation recordings (the dataset's source bags) through the
@@ -369,7 +369,7 @@ class DistributedContext:
 
 
 # ======================================================================================
-# Seeds and RNG state
+# Warm start and frozen parts
 # ======================================================================================
 def part_and_checkpoint(entry: str, where: str) -> tuple[str, str]:
     """``"PART=CHECKPOINT"`` (``run.init_parts``, ``--init-part``) → (part, path); the file must exist."""
@@ -440,8 +440,8 @@ def init_part(model: nn.Module, part: str, checkpoint_path: str | os.PathLike) -
     key = "run.init_parts"
     model_part(model, part, key)
     stored = read_checkpoint(checkpoint_path)["state_dict"]
-    wanted = [name for name in model.state_dict() if name.startswith(part + ".") and not name.endswith(_LAYOUT_BUFFERS)]
     current = model.state_dict()
+    wanted = [name for name in current if name.startswith(part + ".") and not name.endswith(_LAYOUT_BUFFERS)]
     for name in wanted:
         if name not in stored:
             raise ConfigError(key, f"{checkpoint_path} has no {name}: it has no {part} like this model's")
@@ -452,6 +452,9 @@ def init_part(model: nn.Module, part: str, checkpoint_path: str | os.PathLike) -
     return wanted
 
 
+# ======================================================================================
+# Seeds and RNG state
+# ======================================================================================
 def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and torch (CPU and CUDA) global generators."""
     random.seed(seed)
