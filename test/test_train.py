@@ -414,6 +414,11 @@ def test_frozen_modules_keep_their_weights_and_statistics_while_the_rest_trains(
     assert all(p.requires_grad is False for p in trainer.model.vision_encoder.parameters())
     assert len(trainer.optimizer.param_groups[0]["params"]) == sum(
         1 for name, _ in trainer.model.named_parameters() if not name.startswith("vision_encoder."))
+    # an interrupted frozen run resumes to the same weights (the optimiser holds only the trained parts)
+    T.Trainer(T.train_config_from_dict({**data, "run": {**data["run"], "max_steps": 2}}), tmp_path / "cut",
+              show_progress=False, log=None).run()
+    T.Trainer(T.train_config_from_dict(data), tmp_path / "cut", resume=True, show_progress=False, log=None).run()
+    assert_same_weights(state_dict(tmp_path / "cut" / "checkpoints" / "last.pt"), after)
     for frozen, message in ((["camera"], "not a trainable part.*vision_encoder"),
                             (["vision_encoder", "imu_encoder", "fusion", "head"], "whole model"),
                             (["head", "head"], "distinct")):
