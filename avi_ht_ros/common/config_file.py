@@ -35,14 +35,21 @@ def load_yaml_mapping(path: str | os.PathLike, where: str | None = None) -> dict
     return data
 
 
+def split_assignment(assignment: str, where: str, expected: str = "NAME=VALUE") -> tuple[str, str]:
+    """``"name=value"`` -> ``(name, value text)`` split at the first ``=``, the name stripped. A
+    missing ``=`` or name raises ``ConfigError(where, ...)`` quoting ``expected`` and the input."""
+    name, equals, text = assignment.partition("=")
+    if not equals or not name.strip():
+        raise ConfigError(where, f"expected {expected}, got {assignment!r}")
+    return name.strip(), text
+
+
 def yaml_assignment(assignment: str, where: str, expected: str = "NAME=VALUE") -> tuple[str, Any]:
     """``"name=value"`` -> ``(name, value read as YAML)``, an empty value being ``""`` (e.g.
     ``"noise_scale=0.5"`` -> ``("noise_scale", 0.5)``). A missing ``=`` or name, or a value that is
     not YAML, raises ``ConfigError(where, ...)`` quoting ``expected`` and the input."""
-    name, equals, text = assignment.partition("=")
-    if not equals or not name.strip():
-        raise ConfigError(where, f"expected {expected}, got {assignment!r}")
+    name, text = split_assignment(assignment, where, expected)
     try:
-        return name.strip(), (yaml.safe_load(text) if text.strip() else "")
+        return name, (yaml.safe_load(text) if text.strip() else "")
     except yaml.YAMLError as exc:
         raise ConfigError(where, f"{assignment!r}: the value is not YAML ({exc})") from None

@@ -69,7 +69,7 @@ import yaml
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
-from avi_ht_ros.common.config_file import load_yaml_mapping
+from avi_ht_ros.common.config_file import load_yaml_mapping, split_assignment
 from avi_ht_ros.common.errors import AviHtError, ConfigError
 from avi_ht_ros.common.paths import config_path
 from avi_ht_ros.models.checkpoint import read_checkpoint, save_checkpoint
@@ -372,14 +372,16 @@ class DistributedContext:
 # Warm start and frozen parts
 # ======================================================================================
 def part_and_checkpoint(entry: str, where: str) -> tuple[str, str]:
-    """``"PART=CHECKPOINT"`` (``run.init_parts``, ``--init-part``) → (part, path); the file must exist."""
-    part, separator, path = entry.partition("=")
-    if not separator or not part.strip() or not path.strip():
-        raise ConfigError(where, f"expected PART=CHECKPOINT (e.g. imu_encoder=runs/imu/checkpoints/best.pt), "
-                                 f"got {entry!r}")
-    if not pathlib.Path(path.strip()).is_file():
-        raise ConfigError(where, f"no such checkpoint file: {path.strip()}")
-    return part.strip(), path.strip()
+    """``"PART=CHECKPOINT"`` (``run.init_parts``, ``--init-part``) → (part, path); the file must exist.
+    The path is taken as written, not read as YAML."""
+    expected = "PART=CHECKPOINT (e.g. imu_encoder=runs/imu/checkpoints/best.pt)"
+    part, path = split_assignment(entry, where, expected)
+    path = path.strip()
+    if not path:
+        raise ConfigError(where, f"expected {expected}, got {entry!r}")
+    if not pathlib.Path(path).is_file():
+        raise ConfigError(where, f"no such checkpoint file: {path}")
+    return part, path
 
 
 def model_part(model: nn.Module, name: str, key: str) -> nn.Module:
