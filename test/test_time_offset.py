@@ -87,6 +87,48 @@ def test_correlate_rates_sub_sample_precision():
     assert abs(offset - 0.0123) < 0.001 and peak > 0.99 and margin > 0
 
 
+def _correlation_per_lag(glove_t, glove_rate, camera_t, camera_rate, max_lag_s, grid_hz):
+    """The normalized cross-correlation by its definition, one lag at a time: [lags], scores."""
+    start = max(glove_t[0], camera_t[0]) + max_lag_s
+    stop = min(glove_t[-1], camera_t[-1]) - max_lag_s
+    grid = np.arange(start, stop, 1.0 / grid_hz)
+    cam = np.interp(grid, camera_t, camera_rate)
+    cam -= cam.mean()
+    lags = np.arange(-int(max_lag_s * grid_hz), int(max_lag_s * grid_hz) + 1)
+    scores = []
+    for lag in lags:
+        glove = np.interp(grid - lag / grid_hz, glove_t, glove_rate)
+        glove -= glove.mean()
+        norm = np.linalg.norm(glove) * np.linalg.norm(cam)
+        scores.append(glove @ cam / norm if norm > 0 else 0.0)
+    return lags, np.array(scores)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_correlate_rates_finds_the_peak_of_the_correlation_over_every_lag(seed):
+    """All lags at once (one correlation, running sums) = the correlation computed lag by lag: the
+    same best lag, its parabolic refinement, peak and margin; a constant glove signal correlates
+    with nothing."""
+    rng = np.random.default_rng(seed)
+    max_lag_s, grid_hz = (0.1, 200.0) if seed % 2 else (0.4, 400.0)
+    glove_t = np.sort(rng.uniform(0.0, 7.0, 1400))
+    glove_rate = np.abs(np.sin(glove_t * rng.uniform(1.0, 5.0))) + rng.normal(0.0, 0.1, glove_t.size)
+    camera_t = np.arange(0.3, 6.8, 1 / 60)
+    offset_s = rng.uniform(-0.6, 0.6) * max_lag_s
+    camera_rate = np.interp(camera_t - offset_s, glove_t, glove_rate) + rng.normal(0, 0.05, camera_t.size)
+    lags, scores = _correlation_per_lag(glove_t, glove_rate, camera_t, camera_rate, max_lag_s, grid_hz)
+    best = int(np.argmax(scores))
+    a, b, c = scores[best - 1:best + 2]
+    expected_offset = (lags[best] + 0.5 * (a - c) / (a - 2 * b + c)) / grid_hz
+    far = np.abs(lags - lags[best]) > 0.05 * grid_hz
+    offset, peak, margin = correlate_rates(glove_t, glove_rate, camera_t, camera_rate, max_lag_s, grid_hz)
+    assert offset == pytest.approx(expected_offset, abs=1e-9) and offset == pytest.approx(offset_s, abs=0.01)
+    assert peak == pytest.approx(scores[best], abs=1e-9)
+    assert margin == pytest.approx(scores[best] - scores[far].max(), abs=1e-9)
+    constant = correlate_rates(glove_t, np.full(glove_t.size, 2.0), camera_t, camera_rate, max_lag_s, grid_hz)
+    assert constant[1:] == (0.0, 0.0)
+
+
 def test_bad_config_names_the_parameter():
     with pytest.raises(ConfigError, match="max_lag_s"):
         TimeOffsetConfig(max_lag_s=10.0)
