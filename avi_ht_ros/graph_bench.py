@@ -36,7 +36,7 @@ from avi_ht_ros.common.config_file import yaml_assignment
 from avi_ht_ros.common.errors import ConfigError
 from avi_ht_ros.models.config import INFERENCE_BACKENDS
 from avi_ht_ros.live_stats import (STAGES, ProcessSampler, format_table, latency_stats, load_average,
-                                   stage_latencies)
+                                   read_latency_log, stage_latencies)
 
 DEFAULT_SCENARIO_SEED = 5001
 DEFAULT_SCENARIO_DURATION_S = 10.0
@@ -107,6 +107,24 @@ def _delta(end: dict | None, start: dict | None, key: str) -> float:
         return float("nan")
 
 
+def published_latencies(logs: dict[str, str], window: tuple[int, int]) -> dict[str, np.ndarray]:
+    """``{stage: latencies ms}`` from the nodes' latency logs (:class:`~avi_ht_ros.live_stats.LatencyLog`)
+    of the frames stamped in ``window`` (ns, half-open); a log the node did not write is left out with a
+    warning (the other figures stand)."""
+    out = {}
+    for stage, path in logs.items():
+        if not path:
+            continue
+        try:
+            stamps, published = read_latency_log(path)
+        except (OSError, ValueError) as exc:
+            print(f"[bench graph] no {stage} figures: {exc}", file=sys.stderr)
+            continue
+        inside = (stamps >= window[0]) & (stamps < window[1])
+        out[stage] = (published[inside] - stamps[inside]) / 1e6
+    return out
+
+
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
@@ -142,7 +160,10 @@ def run(args: argparse.Namespace) -> int:
     probe = GraphProbe(args.side, timing=True, synced_frames=not composed)
     fusion = {"hand_scale": round(scenario.hand_scales[args.side], 4)} if args.side in scenario.hand_scales else {}
     fusion["inference_backend"] = args.inference_backend
+    # the nodes log when they published each frame's pose and command (unless --param names other files)
+    fusion["latency_log"] = str(logs / "fusion_latency.csv")
     extra["fusion_node"] = {**fusion, **extra.get("fusion_node", {})}
+    extra["retarget_node"] = {"latency_log": str(logs / "retarget_latency.csv"), **extra.get("retarget_node", {})}
     specs = [dataclasses.replace(spec, prefix=prefixes.get(spec.executable, ()))
              for spec in sim_graph(bag, args.side, model_path=model, glove_latency_s=args.glove_latency, extra=extra,
                                    composed=composed)]
@@ -202,6 +223,8 @@ def run(args: argparse.Namespace) -> int:
     stages = {"camera_info": np.array([infos[s] - s for s in sorted(infos)], np.float64) / 1e6,
               # the glove's share: a frame waits for the glove sample nearest its stamp
               "glove": np.array([r - s for s, r in sorted(gloves.items())], np.float64) / 1e6, **stages}
+    stages.update(published_latencies({"pose_published": extra["fusion_node"]["latency_log"],
+                                       "command_published": extra["retarget_node"]["latency_log"]}, window))
     latency = {name: latency_stats(values) for name, values in stages.items()}
     expected_frames = int(round(measured_s * 1e9 / scenario.frame_period_ns))
     camera_stamps = set(infos)
@@ -294,7 +317,7 @@ def format_result(result: dict) -> str:
     reported = result["fusion_node_reported"]
     lines += [f"fusion_node itself (last 600 frames): camera stamp -> synchronized frame in the node p50 "
               f"{_f(reported.get('input_latency_ms_p50'))} / p99 {_f(reported.get('input_latency_ms_p99'))} ms, "
-              f"-> published p50 {_f(reported['latency_ms_p50'])} / p99 {_f(reported['latency_ms_p99'])}"
+              f"-> pose published p50 {_f(reported['latency_ms_p50'])} / p99 {_f(reported['latency_ms_p99'])}"
               f" ms, inference p50 {_f(reported['inference_ms_p50'])} / p99 {_f(reported['inference_ms_p99'])} ms"
               f" ({reported.get('inference_backend') or 'backend not reported'})", ""]
     pose_share = rates["poses"] / rates["camera"] if rates["camera"] else float("nan")

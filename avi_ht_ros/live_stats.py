@@ -14,6 +14,12 @@ Used by ``avi-ht demo`` (on the bag its recorder wrote: log time = receive time)
   hand pose copy the image header), so a stage's latency is the difference of receive times
   of the same stamp; joint commands are stamped by the retargeting node's control timer, so
   the retargeting stage is "pose received → first command received after it".
+* :class:`LatencyLog` / :func:`read_latency_log` — what a node itself saw: each frame's camera
+  stamp and the time the node published its output (the fusion node's hand pose, the
+  retargeting node's joint command sent on that pose), written by the node (parameter
+  ``latency_log``) and read back by ``avi-ht bench graph``. No subscriber's delivery in it, and
+  a command is tied to the pose it was computed from (the probe can only take the next command
+  it receives, which may be a control-timer command sent before the pose was retargeted).
 """
 from __future__ import annotations
 
@@ -132,6 +138,9 @@ STAGES: dict[str, str] = {
     "retarget": "hand pose -> next joint command received",
     "end_to_end_pose": "camera stamp -> hand pose received (end to end)",
     "end_to_end_command": "camera stamp -> joint command received (incl. retargeting)",
+    # what the nodes themselves logged (LatencyLog): no subscriber's delivery, each command tied to its pose
+    "pose_published": "camera stamp -> hand pose published (fusion node's log)",
+    "command_published": "camera stamp -> joint command published on that pose (retargeting node's log)",
 }
 
 
@@ -165,6 +174,76 @@ def stage_latencies(poses: Mapping[int, int], synced: Mapping[int, int] | None =
         out["retarget"] = retarget
         out["end_to_end_command"] = (pose_recv - pose_stamps) / 1e6 + retarget
     return out
+
+
+LATENCY_LOG_HEADER = "camera_stamp_ns,published_ns"
+
+
+class LatencyLog:
+    """A node's per-frame log: ``camera_stamp_ns,published_ns`` lines (ROS-clock nanoseconds).
+
+    Opened at node start-up (a path that cannot be written is an :class:`OSError` there, which
+    the node reports as a configuration error); :meth:`record` costs a formatted line in a
+    buffered file. A write that fails later (disk full, file system gone) disables the log and
+    is reported once by :meth:`record`'s return value — it never stops the node.
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = pathlib.Path(path)
+        self._file = open(self.path, "w", buffering=1 << 16, encoding="ascii")  # noqa: SIM115 - closed in close()
+        self._file.write(LATENCY_LOG_HEADER + "\n")
+        self.records = 0
+        self.error: OSError | None = None
+
+    def record(self, camera_stamp_ns: int, published_ns: int) -> OSError | None:
+        """Log one frame; returns the error that just disabled the log (once), else None."""
+        if self._file is None:
+            return None
+        try:
+            self._file.write(f"{int(camera_stamp_ns)},{int(published_ns)}\n")
+        except OSError as exc:
+            self.error = exc
+            self._close_quietly()
+            return exc
+        self.records += 1
+        return None
+
+    def close(self) -> None:
+        if self._file is not None:
+            try:
+                self._file.close()
+            except OSError as exc:
+                self.error = exc
+            self._file = None
+
+    def _close_quietly(self) -> None:
+        try:
+            self._file.close()
+        except OSError:
+            pass
+        self._file = None
+
+
+def read_latency_log(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
+    """``(camera_stamp_ns, published_ns)`` int64 arrays of a :class:`LatencyLog` file; a missing
+    header or a malformed line is a ``ValueError`` naming the file (a last line cut off by a
+    killed node is skipped)."""
+    lines = pathlib.Path(path).read_text(encoding="ascii").splitlines()
+    if not lines or lines[0] != LATENCY_LOG_HEADER:
+        raise ValueError(f"{path}: not a latency log (first line must be {LATENCY_LOG_HEADER!r})")
+    rows = []
+    for number, line in enumerate(lines[1:], start=2):
+        fields = line.split(",")
+        try:
+            if len(fields) != 2:
+                raise ValueError
+            rows.append((int(fields[0]), int(fields[1])))
+        except ValueError:
+            if number == len(lines):
+                break      # the last line of a node that did not close its log
+            raise ValueError(f"{path}:{number}: expected two integers, got {line!r}") from None
+    data = np.array(rows, np.int64).reshape(-1, 2)
+    return data[:, 0], data[:, 1]
 
 
 def format_table(header: list[str], rows: list[list[str]]) -> str:

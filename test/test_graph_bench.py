@@ -31,7 +31,12 @@ def test_bench_graph_prints_and_writes_its_figures(tmp_path, separate):
     assert data["latency_ms"]["end_to_end_pose"]["n"] > 0
     # the sync -> fusion split is seen only where the synchronized frames cross DDS
     stages = {"retarget", "end_to_end_command"} | ({"sync", "fusion"} if separate else set())
-    assert set(data["latency_ms"]) == stages | {"camera_info", "glove", "end_to_end_pose"}
+    assert set(data["latency_ms"]) == stages | {"camera_info", "glove", "end_to_end_pose", "pose_published",
+                                                "command_published"}
+    # the fusion node's log: every measured pose; no command is sent on a pose here (command_on_pose=false)
+    assert data["latency_ms"]["pose_published"]["n"] == data["latency_ms"]["end_to_end_pose"]["n"]
+    assert data["latency_ms"]["pose_published"]["p50"] <= data["latency_ms"]["end_to_end_pose"]["p50"]
+    assert data["latency_ms"]["command_published"]["n"] == 0
     assert {"camera", "glove", "poses", "synced_frames", "joint_commands"} <= set(data["rates_hz"])
     # every glove sample is timed (stamp -> received), and the glove rate counts the same samples
     assert data["latency_ms"]["glove"]["n"] == pytest.approx(data["rates_hz"]["glove"] * data["duration_s"], abs=1)

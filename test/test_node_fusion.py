@@ -11,6 +11,7 @@ from visualization_msgs.msg import MarkerArray
 from avi_ht_ros.common.camera import default_sim_camera
 from avi_ht_ros.common.errors import AviHtError
 from avi_ht_ros.io import convert
+from avi_ht_ros.live_stats import read_latency_log
 from avi_ht_ros.msg import HandPose, SyncedFrame
 from avi_ht_ros.nodes import base
 from avi_ht_ros.nodes.fusion_node import LATEST_FRAME_QOS, FusionNode
@@ -36,11 +37,11 @@ def synced_frame(stamp_ns, camera, dead=()):
     return convert.synced_frame_msg(image, info, "right", window, 1.0)
 
 
-def test_fusion_node_publishes_pose_joints_tf_markers(rclpy_context, untrained_avi_ht_checkpoint):
+def test_fusion_node_publishes_pose_joints_tf_markers(rclpy_context, untrained_avi_ht_checkpoint, tmp_path):
     camera = default_sim_camera()
     node = FusionNode(context=rclpy_context, namespace="right", parameter_overrides=[
         Parameter("model_path", value=str(untrained_avi_ht_checkpoint)),
-        Parameter("tracker.lost_sigma_m", value=1.0)])
+        Parameter("tracker.lost_sigma_m", value=1.0), Parameter("latency_log", value=str(tmp_path / "latency.csv"))])
     h = Harness(rclpy_context, node)
     try:
         poses = h.collect(HandPose, "/right/hand_pose", base.RELIABLE_QOS)
@@ -92,6 +93,11 @@ def test_fusion_node_publishes_pose_joints_tf_markers(rclpy_context, untrained_a
         assert node.frames == 16 and node.inference_errors == 1
     finally:
         h.close()
+    # latency_log: each published pose's camera stamp and when it was published (the failed frame: none)
+    stamps, published = read_latency_log(tmp_path / "latency.csv")
+    assert stamps.tolist() == [convert.stamp_ns_of(convert.deserialize(p, convert.HAND_POSE).header.stamp)
+                               for p in poses]
+    assert (np.diff(published) > 0).all()   # (this test sends frames stamped ahead of the clock)
 
 
 def test_refuses_a_pickle_payload_model(rclpy_context, tmp_path):

@@ -7,6 +7,7 @@ from sensor_msgs.msg import JointState
 
 from avi_ht_ros.common.hand_model import JOINT_INDEX, forward_kinematics_numpy
 from avi_ht_ros.io import convert
+from avi_ht_ros.live_stats import read_latency_log
 from avi_ht_ros.msg import HandPose, PinchEvent
 from avi_ht_ros.nodes import base
 from avi_ht_ros.nodes.retarget_node import RetargetNode
@@ -100,13 +101,15 @@ def test_lost_tracking_is_gated(rclpy_context):
 
 
 @pytest.mark.parametrize("command_on_pose", [True, False])
-def test_a_pose_is_commanded_without_waiting_for_a_tick(rclpy_context, command_on_pose):
+def test_a_pose_is_commanded_without_waiting_for_a_tick(rclpy_context, command_on_pose, tmp_path):
     """With ``command_on_pose`` every retargeted pose sends a command at once (a slow 10 Hz timer
-    then only fills gaps); without it commands go out on the timer only."""
+    then only fills gaps) and ``latency_log`` ties each pose's camera stamp to when its command was
+    published; without it commands go out on the timer only (nothing to log)."""
     from rclpy.parameter import Parameter
 
     node = RetargetNode(context=rclpy_context, namespace="right", parameter_overrides=[
-        Parameter("control_rate_hz", value=10.0), Parameter("command_on_pose", value=command_on_pose)])
+        Parameter("control_rate_hz", value=10.0), Parameter("command_on_pose", value=command_on_pose),
+        Parameter("latency_log", value=str(tmp_path / "latency.csv"))])
     h = Harness(rclpy_context, node)
     try:
         commands = h.collect(JointState, "/right/robot/joint_commands", base.RELIABLE_QOS)
@@ -122,5 +125,15 @@ def test_a_pose_is_commanded_without_waiting_for_a_tick(rclpy_context, command_o
         else:
             assert node.commands_on_pose == 0
             assert node.commands <= 1.7 * 10 * 2.0  # ~10 Hz over the ~1.7 s since the node started
+        sent = sorted(convert.stamp_ns_of(convert.deserialize(c, convert.JOINT_STATE).header.stamp) for c in commands)
+        poses = node.poses
     finally:
         h.close()
+    stamps, published = read_latency_log(tmp_path / "latency.csv")
+    if command_on_pose:
+        assert stamps.size == poses and (np.diff(stamps) > 0).all() and (published > stamps).all()
+        # published right after a command stamped with the time it was computed
+        before = np.searchsorted(sent, published, side="right") - 1
+        assert (before >= 0).all() and (published - np.asarray(sent)[before] < 50_000_000).all()
+    else:
+        assert stamps.size == 0

@@ -28,6 +28,7 @@ from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityP
 from avi_ht_ros.common.errors import AviHtError, ConfigError
 from avi_ht_ros.common.params import param_specs
 from avi_ht_ros.io import convert
+from avi_ht_ros.live_stats import LatencyLog
 
 # sensor streams: best effort, keep last 10 (rclpy's qos_profile_sensor_data uses depth 5)
 SENSOR_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10,
@@ -117,6 +118,31 @@ def publish_serialized(publisher, msg: Any) -> None:
 
 def now_ns(node: Node) -> int:
     return node.get_clock().now().nanoseconds
+
+
+def latency_log_description(output: str) -> str:
+    """The description of a node's ``latency_log`` parameter; ``output``: what it publishes per frame."""
+    return (f"CSV file of each frame's camera stamp and the time {output} was published ('' = off; read by "
+            f"avi-ht bench graph)")
+
+
+def open_latency_log(path: str) -> LatencyLog | None:
+    """The node's :class:`~avi_ht_ros.live_stats.LatencyLog` (parameter ``latency_log``), None when
+    the parameter is empty; a file that cannot be written is a :class:`ConfigError`."""
+    if not path:
+        return None
+    try:
+        return LatencyLog(path)
+    except OSError as exc:
+        raise ConfigError("latency_log", f"cannot write {path}: {exc}") from exc
+
+
+def record_latency(node: Node, log: LatencyLog | None, camera_stamp_ns: int, published_ns: int) -> None:
+    """Log one frame's publication; a write error disables the log with one error message."""
+    if log is not None:
+        error = log.record(camera_stamp_ns, published_ns)
+        if error is not None:
+            node.get_logger().error(f"latency_log {log.path} disabled after {log.records} frames: {error}")
 
 
 class RateMeter:
@@ -321,5 +347,6 @@ __all__ = [
     "declare_parameter_sets", "SENSOR_QOS", "GLOVE_QOS", "RELIABLE_GLOVE_QOS", "RELIABLE_QOS", "RAW_IMAGE_QOS",
     "RAW_CAMERA_QOS", "RAW_GLOVE_QOS", "LATCHED_QOS", "declare_parameters", "publish_serialized", "now_ns",
     "RateMeter", "diagnostic_status", "diagnostic_array", "run_node", "spin", "default_executor", "executor_kind",
-    "events_executor_available", "EXECUTOR_ENV", "LatestWorker",
+    "events_executor_available", "EXECUTOR_ENV", "LatestWorker", "latency_log_description", "open_latency_log",
+    "record_latency",
 ]

@@ -68,6 +68,7 @@ class FusionNodeParams:
                                         "the topic has a subscriber")
     prefetch_vision: bool = param(True, "sync_fusion_node only: run a frame's crop and vision half while the "
                                         "synchronizer still waits for its glove window (same estimate, sooner)")
+    latency_log: str = param("", base.latency_log_description("its hand pose"))
 
 
 PARAMETER_SETS = (("", FusionNodeParams), ("tracker.", TrackerConfig), ("smoothing.", OneEuroConfig))
@@ -99,7 +100,7 @@ class FusionNode(Node):
         self.inference_errors = 0
         self.marker_arrays = 0
         self.last_stamp_ns: int | None = None
-        self.latency_ms: collections.deque[float] = collections.deque(maxlen=600)       # stamp -> published
+        self.latency_ms: collections.deque[float] = collections.deque(maxlen=600)       # stamp -> pose published
         self.input_latency_ms: collections.deque[float] = collections.deque(maxlen=600)  # stamp -> frame here
         self.inference_ms: collections.deque[float] = collections.deque(maxlen=600)
         self.states: collections.Counter = collections.Counter()
@@ -112,6 +113,7 @@ class FusionNode(Node):
         self.joint_pub = self.create_publisher(JointState, topics.HAND_JOINT_STATES, base.RELIABLE_QOS)
         self.marker_pub = self.create_publisher(MarkerArray, topics.HAND_MARKERS, base.RELIABLE_QOS)
         self.diag_pub = self.create_publisher(DiagnosticArray, topics.DIAGNOSTICS, base.RELIABLE_QOS)
+        self.latency_log = base.open_latency_log(self.params.latency_log)
         self.tf = TfPublisher(self)
         self.tf.send_static(hand_viz.imu_mount_transforms(self.glove, self.side, self.params.hand_scale))
         # (sync_fusion_node destroys it: there the sync node calls on_synced, and a subscription here
@@ -196,6 +198,8 @@ class FusionNode(Node):
     def destroy_node(self):
         if self.handoff is not None:
             self.handoff.stop()
+        if self.latency_log is not None:
+            self.latency_log.close()
         return super().destroy_node()
 
     def reject(self, reason: Exception) -> None:
@@ -231,13 +235,15 @@ class FusionNode(Node):
                                     f"far): {type(exc).__name__}: {exc}", throttle_duration_sec=2.0)
             return
         self.inference_ms.append((time.perf_counter() - started) * 1e3)
-        self.publish_estimate(header.frame_id, estimate)
-        self.latency_ms.append((base.now_ns(self) - stamp_ns) / 1e6)
+        published_ns = self.publish_estimate(header.frame_id, estimate)
+        self.latency_ms.append((published_ns - stamp_ns) / 1e6)
+        base.record_latency(self, self.latency_log, stamp_ns, published_ns)
         self.frames += 1
         self.states[estimate.tracking_state] += 1
         self.rate.tick()
 
-    def publish_estimate(self, camera_frame: str, estimate) -> None:
+    def publish_estimate(self, camera_frame: str, estimate) -> int:
+        """Publish the estimate (the hand pose first); returns when the hand pose was published (ns)."""
         stamp = estimate.stamp_ns
         landmarks, angles = estimate.landmarks, estimate.joint_angles
         if self.params.smoothing and estimate.tracking_state != HandPose.TRACKING_LOST:
@@ -252,10 +258,11 @@ class FusionNode(Node):
                                      estimate.hand_scale, estimate.wrist_translation, quat, landmarks,
                                      estimate.sigma, estimate.imu_attention, estimate.vision_weight)
         base.publish_serialized(self.pose_pub, pose)
+        published_ns = base.now_ns(self)
         base.publish_serialized(self.joint_pub, convert.joint_state_msg(stamp, f"{self.side}_wrist",
                                                                         self.joint_names, angles))
         if estimate.tracking_state == HandPose.TRACKING_LOST:
-            return
+            return published_ns
         fk = forward_kinematics_numpy(angles, estimate.wrist_rotation, estimate.wrist_translation,
                                       estimate.hand_scale, self.side)
         if self.params.publish_tf:
@@ -268,6 +275,7 @@ class FusionNode(Node):
                                             estimate.imu_attention, estimate.vision_weight)
             base.publish_serialized(self.marker_pub, markers)
             self.marker_arrays += 1
+        return published_ns
 
     def publish_diagnostics(self) -> None:
         # (copied first: in sync_fusion_node the tracking thread appends to them meanwhile)
@@ -280,6 +288,7 @@ class FusionNode(Node):
                   "rate_hz": f"{self.rate.rate():.1f}",
                   "dropped_frames": self.dropped, "rejected_frames": self.rejected,
                   "inference_errors": self.inference_errors,
+                  # camera stamp -> hand pose published
                   "latency_ms_p50": f"{np.percentile(latency, 50):.2f}",
                   "latency_ms_p99": f"{np.percentile(latency, 99):.2f}",
                   # camera stamp -> synchronized frame in this node (the sync node's wait for the glove

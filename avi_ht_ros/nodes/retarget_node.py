@@ -54,6 +54,8 @@ class RetargetNodeParams:
                                   "false: commands only at control_rate_hz")
     publish_trajectory: bool = param(False, "also publish trajectory_msgs/JointTrajectory for ros2_control")
     frame_prefix: str = param("", "TF prefix of the robot links ('' = '<side>_robot/')")
+    latency_log: str = param("", base.latency_log_description("the joint command sent on its hand pose "
+                                                              "(command_on_pose)"))
     display_offset_m: tuple[float, ...] = param((0.0, -0.15, 0.0), "where the robot hand is drawn in RViz, "
                                                 "in the human wrist frame", unit="m")
 
@@ -81,6 +83,8 @@ class RetargetNode(Node):
         self.commands_on_pose = 0
         self._last_command_s: float | None = None
         self.solve_ms: list[float] = []
+        self.command_latency_ms: list[float] = []   # camera stamp -> command sent on its pose
+        self.latency_log = base.open_latency_log(self.params.latency_log)
         convert.prepare(convert.HAND_POSE, convert.JOINT_STATE, convert.PINCH_EVENT,
                         "trajectory_msgs/msg/JointTrajectory", "diagnostic_msgs/msg/DiagnosticArray")
 
@@ -129,8 +133,11 @@ class RetargetNode(Node):
                 event.distance))
         if self.params.command_on_pose:
             # stepped to the sending instant (after the solve), so the command's stamp is its time
-            self.send_command(self._monotonic_s())
+            published_ns = self.send_command(self._monotonic_s())
             self.commands_on_pose += 1
+            self.command_latency_ms.append((published_ns - pose["stamp_ns"]) / 1e6)
+            del self.command_latency_ms[:-600]
+            base.record_latency(self, self.latency_log, pose["stamp_ns"], published_ns)
 
     def on_control_tick(self) -> None:
         now = self._monotonic_s()
@@ -139,22 +146,27 @@ class RetargetNode(Node):
             return  # a pose's command just went out: no second one right behind it
         self.send_command(now)
 
-    def send_command(self, now: float) -> None:
-        """Step the safety filter to ``now`` (monotonic s) and publish its command."""
+    def send_command(self, now: float) -> int:
+        """Step the safety filter to ``now`` (monotonic s) and publish its command; returns when the
+        command was published (ROS time ns)."""
         command = self.safety.step(now)
         self._last_command_s = now
         stamp = base.now_ns(self)
-        base.publish_serialized(self.command_pub, convert.joint_state_msg(stamp, self.root_frame, self.joint_names,
-                                                                           command.position, command.velocity))
-        base.publish_serialized(self.state_pub, convert.joint_state_msg(stamp, self.root_frame, self.joint_names,
-                                                                         command.position, command.velocity))
+        # commands and joint states are one message on two topics: built and serialized once
+        joint_state = convert.serialize(convert.joint_state_msg(stamp, self.root_frame, self.joint_names,
+                                                                command.position, command.velocity))
+        self.command_pub.publish(joint_state)
+        published_ns = base.now_ns(self)
+        self.state_pub.publish(joint_state)
         if self.trajectory_pub is not None:
             base.publish_serialized(self.trajectory_pub, convert.joint_trajectory_msg(
                 stamp, self.root_frame, self.joint_names, command.position, command.velocity, self.period_s))
         self.commands += 1
+        return published_ns
 
     def publish_diagnostics(self) -> None:
         solve = np.array(self.solve_ms) if self.solve_ms else np.zeros(1)
+        latency = np.array(self.command_latency_ms) if self.command_latency_ms else np.zeros(1)
         state = self.safety.state.value
         level = 0 if state == "tracking" else 1
         status = base.diagnostic_status(
@@ -162,8 +174,16 @@ class RetargetNode(Node):
             {"poses": self.poses, "rejected_poses": self.rejected, "commands": self.commands,
              "commands_on_pose": self.commands_on_pose,
              "solve_ms_p50": f"{np.percentile(solve, 50):.2f}", "solve_ms_p99": f"{np.percentile(solve, 99):.2f}",
+             # camera stamp of a pose -> the command sent on it (command_on_pose), last 600 poses
+             "command_latency_ms_p50": f"{np.percentile(latency, 50):.2f}",
+             "command_latency_ms_p99": f"{np.percentile(latency, 99):.2f}",
              "pinch": ",".join(f for f, a in self.pinch.active.items() if a) or "none"})
         base.publish_serialized(self.diag_pub, base.diagnostic_array(base.now_ns(self), [status]))
+
+    def destroy_node(self):
+        if self.latency_log is not None:
+            self.latency_log.close()
+        return super().destroy_node()
 
 
 def main(args=None) -> int:
