@@ -283,7 +283,9 @@ def latencies(recording: Recording, window: tuple[int, int]) -> dict:
     retarget = last_status(recording, "retargeting", window[1] + 2_000_000_000) or {}
     reported = {key: _number(fusion.get(key)) for key in ("latency_ms_p50", "latency_ms_p99", "inference_ms_p50",
                                                             "inference_ms_p99")}
-    reported.update({f"retarget_{key}": _number(retarget.get(key)) for key in ("solve_ms_p50", "solve_ms_p99")})
+    reported.update({f"retarget_{key}": _number(retarget.get(key)) for key in ("solve_ms_p50", "solve_ms_p99",
+                                                                                "command_latency_ms_p50",
+                                                                                "command_latency_ms_p99")})
     return {"stages": table, "labels": dict(STAGES), "node_reported": reported, "_values": stages}
 
 
@@ -873,10 +875,13 @@ def markdown(report: dict, acc: dict, lat: dict) -> str:
              _fmt(v["p99"], "{:.2f}"), _fmt(v["max"], "{:.2f}")] for k, v in lat["stages"].items()]
     lines += [_md_table(["stage (ms)", "n", "p50", "p90", "p99", "max"], rows), ""]
     reported = lat["node_reported"]
-    lines += [f"Node-reported (last diagnostics): fusion_node latency p50 {_fmt(reported['latency_ms_p50'], '{:.2f}')}"
-              f" / p99 {_fmt(reported['latency_ms_p99'], '{:.2f}')} ms, inference p50 "
-              f"{_fmt(reported['inference_ms_p50'], '{:.2f}')} / p99 {_fmt(reported['inference_ms_p99'], '{:.2f}')} "
-              f"ms; retarget_node solve p50 {_fmt(reported['retarget_solve_ms_p50'], '{:.2f}')} / p99 "
+    lines += [f"Node-reported (last diagnostics, last 600 frames): fusion_node camera stamp → pose published p50 "
+              f"{_fmt(reported['latency_ms_p50'], '{:.2f}')} / p99 {_fmt(reported['latency_ms_p99'], '{:.2f}')} ms, "
+              f"inference p50 {_fmt(reported['inference_ms_p50'], '{:.2f}')} / p99 "
+              f"{_fmt(reported['inference_ms_p99'], '{:.2f}')} ms; retarget_node camera stamp → command published "
+              f"p50 {_fmt(reported['retarget_command_latency_ms_p50'], '{:.2f}')} / p99 "
+              f"{_fmt(reported['retarget_command_latency_ms_p99'], '{:.2f}')} ms, solve p50 "
+              f"{_fmt(reported['retarget_solve_ms_p50'], '{:.2f}')} / p99 "
               f"{_fmt(reported['retarget_solve_ms_p99'], '{:.2f}')} ms.", "", "![latency](latency.png)", ""]
     offset = report["time_offset"]
     lines += ["## Camera–glove time offset", "",

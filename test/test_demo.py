@@ -68,6 +68,11 @@ def test_demo_runs_the_graph_records_everything_and_writes_the_report(tmp_path):
     # (no sync -> fusion split: in sync_fusion_node that hop is a function call, and not recorded)
     assert set(stages) == {"camera_publish", "retarget", "end_to_end_pose", "end_to_end_command"}
     assert stages["end_to_end_pose"]["n"] > 0 and stages["end_to_end_pose"]["p50"] > 0
+    # the nodes' own figures from their last diagnostics: pose and command publication, solve time
+    reported = report["latency_ms"]["node_reported"]
+    assert 0 < reported["latency_ms_p50"] <= reported["retarget_command_latency_ms_p50"]
+    assert reported["retarget_solve_ms_p50"] > 0
+    assert "camera stamp → command published" in (out / "report.md").read_text()
     assert report["time_offset"]["true_s"] == pytest.approx(-0.02)
     # nothing lost between the reliable publishers and the bag (messages stamped in the scenario window)
     messages = report["messages"]
