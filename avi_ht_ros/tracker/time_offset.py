@@ -119,29 +119,6 @@ def correlate_rates(glove_t: np.ndarray, glove_rate: np.ndarray, camera_t: np.nd
     return refined / grid_hz, float(scores[best]), margin
 
 
-def _old_correlate(glove_t, glove_rate, camera_t, camera_rate, max_lag_s, grid_hz):
-    start = max(glove_t[0], camera_t[0]) + max_lag_s
-    stop = min(glove_t[-1], camera_t[-1]) - max_lag_s
-    if stop - start < 4 * max_lag_s:
-        return 0.0, 0.0, 0.0
-    grid = np.arange(start, stop, 1.0 / grid_hz)
-    cam = np.interp(grid, camera_t, camera_rate); cam = cam - cam.mean(); cam_norm = np.linalg.norm(cam)
-    if cam_norm == 0.0: return 0.0, 0.0, 0.0
-    lags = np.arange(-int(max_lag_s * grid_hz), int(max_lag_s * grid_hz) + 1)
-    scores = np.empty(len(lags))
-    for i, lag in enumerate(lags):
-        glove = np.interp(grid - lag / grid_hz, glove_t, glove_rate); glove = glove - glove.mean()
-        norm = np.linalg.norm(glove) * cam_norm
-        scores[i] = float(glove @ cam / norm) if norm > 0 else 0.0
-    best = int(np.argmax(scores)); refined = float(lags[best])
-    if 0 < best < len(lags) - 1:
-        a, b, c = scores[best - 1], scores[best], scores[best + 1]; denom = a - 2 * b + c
-        if denom < 0: refined += 0.5 * (a - c) / denom
-    far = np.abs(lags - lags[best]) > 0.05 * grid_hz
-    margin = float(scores[best] - scores[far].max()) if far.any() else float(scores[best])
-    return refined / grid_hz, float(scores[best]), margin
-
-
 class TimeOffsetEstimator:
     """Accumulates glove gyro rates and vision wrist orientations; estimates the offset."""
 
@@ -200,8 +177,7 @@ class TimeOffsetEstimator:
         if len(glove) < 10 or len(camera) < 10 or np.std(glove[:, 1]) < cfg.min_motion_rad_s:
             return
         # search around the current estimate so the lag range stays centred
-        import os
-        raw, peak, margin = (_old_correlate if os.environ.get("AVI_HT_OLD_XCORR") else correlate_rates)(glove[:, 0] + self._offset, glove[:, 1], camera[:, 0], camera[:, 1],
+        raw, peak, margin = correlate_rates(glove[:, 0] + self._offset, glove[:, 1], camera[:, 0], camera[:, 1],
                                             cfg.max_lag_s, cfg.grid_hz)
         raw += self._offset
         self._raw, self._peak = raw, peak
