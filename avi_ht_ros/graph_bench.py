@@ -13,6 +13,9 @@ and ``--warmup`` seconds, ``--duration`` seconds are measured:
   no pose, with the synchronizer's and the fusion node's own drop counters;
 * CPU % (of one core, from ``/proc/<pid>/stat``) and RSS of every node process.
 
+``--runs N`` repeats the whole measurement on a freshly started graph and also prints every
+stage's latency over all runs' frames pooled, with each run's p99 beside it.
+
 ``--glove-latency`` defaults to 0 here: the synchronizer must wait for the glove sample of a
 frame's instant, so any glove data age adds to the end-to-end latency by construction
 (``avi-ht demo`` runs with one, to show the online offset estimate).
@@ -20,6 +23,7 @@ frame's instant, so any glove data age adds to the end-to-end latency by constru
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import json
 import os
@@ -64,6 +68,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--glove-latency", type=float, default=0.0,
                         help="simulated glove data age, s (adds to the latency by construction; default 0)")
     parser.add_argument("--startup-timeout", type=float, default=240.0, help="longest wait for the first poses, s")
+    parser.add_argument("--runs", type=int, default=1, help="measure N times, each on a freshly started graph, "
+                        "and also print the latencies of all runs' frames pooled (a p99 over 20 s rests on 12 "
+                        "frames; default 1)")
     parser.add_argument("--json", default=None, metavar="PATH", help="also write the figures as JSON")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -126,13 +133,11 @@ def published_latencies(logs: dict[str, str], window: tuple[int, int]) -> dict[s
 
 
 def run(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
     from avi_ht_ros import demo
-    from avi_ht_ros.graph import GraphProcesses, sim_graph
+    from avi_ht_ros.graph import sim_graph
 
-    if args.duration <= 0 or args.warmup < 0:
-        raise ConfigError("bench graph", "need --duration > 0 and --warmup >= 0")
+    if args.duration <= 0 or args.warmup < 0 or args.runs < 1:
+        raise ConfigError("bench graph", "need --duration > 0, --warmup >= 0 and --runs >= 1")
     if not 0.0 <= args.glove_latency <= 0.5:
         raise ConfigError("--glove-latency", f"must be in [0, 0.5] s, got {args.glove_latency}")
     composed = not args.separate_sync
@@ -152,8 +157,53 @@ def run(args: argparse.Namespace) -> int:
     env = demo.graph_environment(domain_id)
     os.environ["ROS_DOMAIN_ID"] = str(domain_id)
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    measured = []
+    for index in range(args.runs):
+        if args.runs > 1:
+            print(f"[bench graph] run {index + 1} of {args.runs}", file=sys.stderr)
+        measured.append(_measure(args, bag, scenario, model, composed, copy.deepcopy(extra), prefixes, domain_id, env))
+        if args.runs > 1:
+            print(f"run {index + 1} of {args.runs}")
+        print(format_result(measured[-1][0]))
+        if args.runs > 1:
+            print()
+    results = [result for result, _ in measured]
+    output: dict = results[0]
+    if args.runs > 1:
+        pooled = pooled_latencies([stages for _, stages in measured])
+        print(format_pooled(pooled, results))
+        output = {"runs": results, "pooled_latency_ms": pooled, "latency_labels": results[0]["latency_labels"]}
+    if args.json:
+        pathlib.Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        pathlib.Path(args.json).write_text(json.dumps(_plain(output), indent=2))
+    return 0 if all(code == 0 for result in results for code in result["exit_codes"].values()) else 1
+
+
+def pooled_latencies(runs: list[dict[str, np.ndarray]]) -> dict[str, dict[str, float]]:
+    """Latency statistics of every stage over the frames of all ``runs`` (per-frame arrays, ms)."""
+    names = [name for name in runs[0] if all(name in stages for stages in runs)]
+    return {name: latency_stats(np.concatenate([np.asarray(stages[name], np.float64) for stages in runs]))
+            for name in names}
+
+
+def format_pooled(pooled: dict[str, dict[str, float]], results: list[dict]) -> str:
+    """The pooled latency table with each run's p99 beside it."""
+    labels = results[0]["latency_labels"]
+    header = ["latency (ms), all runs", "n", "p50", "p90", "p99", "max", "p99 per run"]
+    rows = [[labels[k], str(v["n"]), _f(v["p50"]), _f(v["p90"]), _f(v["p99"]), _f(v["max"]),
+             " ".join(_f(r["latency_ms"][k]["p99"]) for r in results)] for k, v in pooled.items()]
+    return f"{len(results)} runs of {results[0]['duration_s']:.0f} s pooled\n\n" + format_table(header, rows)
+
+
+def _measure(args, bag, scenario, model, composed, extra, prefixes, domain_id, env) -> tuple[dict, dict]:
+    """One run: start the graph, measure, stop it. Returns (result, per-frame latencies ms by stage)."""
+    from tqdm import tqdm
+
+    from avi_ht_ros import demo
+    from avi_ht_ros.graph import GraphProcesses, sim_graph
     from avi_ht_ros.nodes.graph_probe import GraphProbe
 
+    progress = not args.no_progress
     logs = pathlib.Path(tempfile.mkdtemp(prefix="avi_ht_bench_graph_"))
     # with the sync node in the fusion process, a probe subscribed to the synchronized frames would make
     # the sync node build and send them (~300 kB each) for the probe alone: no sync stage then
@@ -276,11 +326,7 @@ def run(args: argparse.Namespace) -> int:
                       for name, u in usage.items()},
         "exit_codes": codes,
     }
-    print(format_result(result))
-    if args.json:
-        pathlib.Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        pathlib.Path(args.json).write_text(json.dumps(_plain(result), indent=2))
-    return 0 if all(code == 0 for code in codes.values()) else 1
+    return result, stages
 
 
 def _plain(value):
