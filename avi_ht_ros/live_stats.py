@@ -203,25 +203,19 @@ class LatencyLog:
             self._file.write(f"{int(camera_stamp_ns)},{int(published_ns)}\n")
         except OSError as exc:
             self.error = exc
-            self._close_quietly()
+            self.close()
             return exc
         self.records += 1
         return None
 
     def close(self) -> None:
+        """Close the file; an error closing it is kept in :attr:`error` unless an earlier one is there."""
         if self._file is not None:
+            file, self._file = self._file, None
             try:
-                self._file.close()
+                file.close()
             except OSError as exc:
-                self.error = exc
-            self._file = None
-
-    def _close_quietly(self) -> None:
-        try:
-            self._file.close()
-        except OSError:
-            pass
-        self._file = None
+                self.error = self.error or exc
 
 
 def read_latency_log(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
@@ -233,11 +227,9 @@ def read_latency_log(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
         raise ValueError(f"{path}: not a latency log (first line must be {LATENCY_LOG_HEADER!r})")
     rows = []
     for number, line in enumerate(lines[1:], start=2):
-        fields = line.split(",")
         try:
-            if len(fields) != 2:
-                raise ValueError
-            rows.append((int(fields[0]), int(fields[1])))
+            stamp, published = (int(field) for field in line.split(","))   # two integers, or ValueError
+            rows.append((stamp, published))
         except ValueError:
             if number == len(lines):
                 break      # the last line of a node that did not close its log
