@@ -37,7 +37,9 @@ def test_bench_graph_prints_and_writes_its_figures(tmp_path, separate):
     # it stopped recording); no command is sent on a pose here (command_on_pose=false)
     assert abs(data["latency_ms"]["pose_published"]["n"] - data["latency_ms"]["end_to_end_pose"]["n"]) <= 2
     assert data["latency_ms"]["pose_published"]["n"] > 100
-    assert data["latency_ms"]["pose_published"]["p50"] <= data["latency_ms"]["end_to_end_pose"]["p50"]
+    # (not "published <= received": the node reads its clock after publish() returns, which under load can be
+    # after the probe in another process has the message)
+    assert data["latency_ms"]["pose_published"]["p50"] > 0
     assert data["latency_ms"]["command_published"]["n"] == 0
     assert {"camera", "glove", "poses", "synced_frames", "joint_commands"} <= set(data["rates_hz"])
     # every glove sample is timed (stamp -> received), and the glove rate counts the same samples
