@@ -19,6 +19,10 @@ import time
 from avi_ht_ros.common.errors import AviHtError
 from avi_ht_ros.common.paths import share_path
 
+#: what a node process does on this signal: print every thread's stack to stderr and run on
+#: (``avi_ht_ros.nodes.base.run_node``); :meth:`GraphProcesses.stop` sends it to a hung node
+STACK_DUMP_SIGNAL = signal.SIGUSR1
+
 
 @dataclasses.dataclass(frozen=True)
 class NodeProcessSpec:
@@ -127,6 +131,8 @@ class GraphProcesses:
                 for s, p in zip(self.specs, self.processes) if p.poll() is not None]
 
     def stop(self, timeout_s: float = 10.0) -> dict[str, int]:
+        """SIGINT to every node; one still running ``timeout_s`` later is asked for its threads' stacks
+        (they go to its log) and killed (exit code -9). Returns the exit codes by label."""
         for process in self.processes:
             if process.poll() is None:
                 process.send_signal(signal.SIGINT)
@@ -136,6 +142,12 @@ class GraphProcesses:
             try:
                 process.wait(max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
+                # hung: every thread's stack into its log first (base.STACK_DUMP_SIGNAL), then kill
+                process.send_signal(STACK_DUMP_SIGNAL)
+                try:
+                    process.wait(1.0)
+                except subprocess.TimeoutExpired:
+                    pass
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
             codes[spec.label] = process.returncode

@@ -11,7 +11,8 @@ and ``--warmup`` seconds, ``--duration`` seconds are measured:
   received; :func:`avi_ht_ros.live_stats.stage_latencies`), p50/p90/p99/max;
 * rates (camera, glove, synchronized frames, poses, commands) and the frames that produced
   no pose, with the synchronizer's and the fusion node's own drop counters;
-* CPU % (of one core, from ``/proc/<pid>/stat``) and RSS of every node process.
+* CPU % (of one core, from ``/proc/<pid>/stat``), RSS and scheduling policy (``realtime_priority``)
+  of every node process.
 
 ``--runs N`` repeats the whole measurement on a freshly started graph and also prints every
 stage's latency over all runs' frames pooled, with each run's p99 beside it.
@@ -322,7 +323,8 @@ def _measure(args, bag, scenario, model, composed, extra, prefixes, domain_id, e
                                                                           "latency_ms_p50", "latency_ms_p99",
                                                                           "inference_ms_p50", "inference_ms_p99",
                                                                           "inference_backend")},
-        "processes": {name: {"cpu_percent": u.cpu_percent, "rss_mb": u.rss_mb, "peak_rss_mb": u.peak_rss_mb}
+        "processes": {name: {"cpu_percent": u.cpu_percent, "rss_mb": u.rss_mb, "peak_rss_mb": u.peak_rss_mb,
+                             "scheduling": u.scheduling}
                       for name, u in usage.items()},
         "exit_codes": codes,
     }
@@ -377,11 +379,11 @@ def format_result(result: dict) -> str:
               f", fusion skipped stale frames {_f(frames['fusion_skipped_stale'], '{:.0f}')}, vision half run "
               f"while waiting for the glove {_f(frames['fusion_vision_prefetched'], '{:.0f}')}", ""]
     processes = result["processes"]
-    rows = [[name, _f(v["cpu_percent"], "{:.1f}"), _f(v["rss_mb"], "{:.0f}"), _f(v["peak_rss_mb"], "{:.0f}")]
-            for name, v in processes.items()]
+    rows = [[name, _f(v["cpu_percent"], "{:.1f}"), _f(v["rss_mb"], "{:.0f}"), _f(v["peak_rss_mb"], "{:.0f}"),
+             v.get("scheduling") or "?"] for name, v in processes.items()]
     rows.append(["total", _f(sum(v["cpu_percent"] for v in processes.values()), "{:.1f}"),
-                 _f(sum(v["rss_mb"] for v in processes.values()), "{:.0f}"), ""])
-    lines += [format_table(["node process", "CPU % (one core)", "RSS MB", "peak RSS MB"], rows)]
+                 _f(sum(v["rss_mb"] for v in processes.values()), "{:.0f}"), "", ""])
+    lines += [format_table(["node process", "CPU % (one core)", "RSS MB", "peak RSS MB", "scheduling"], rows)]
     bad = {k: v for k, v in result["exit_codes"].items() if v != 0}
     lines += ["", "clean shutdown (every node exited 0 on SIGINT)" if not bad else f"exit codes: {bad}"]
     return "\n".join(lines)

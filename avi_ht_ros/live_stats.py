@@ -3,8 +3,8 @@
 Used by ``avi-ht demo`` (on the bag its recorder wrote: log time = receive time) and
 ``avi-ht bench graph`` (on what an in-process probe received).
 
-* :class:`ProcessSampler` — CPU % (of one core) and RSS of processes from ``/proc/<pid>/stat``
-  and ``/proc/<pid>/status`` (Linux), between :meth:`~ProcessSampler.start` and
+* :class:`ProcessSampler` — CPU % (of one core), RSS and scheduling policy of processes from
+  ``/proc/<pid>/stat`` and ``/proc/<pid>/status`` (Linux), between :meth:`~ProcessSampler.start` and
   :meth:`~ProcessSampler.sample`.
 * :func:`header_stamp_ns` — the ``header.stamp`` of a CDR-serialized message whose first
   field is a ``std_msgs/Header`` (Image, CameraInfo, GloveSample, SyncedFrame, HandPose,
@@ -56,12 +56,23 @@ def process_memory_mb(pid: int) -> tuple[float, float]:
     return rss, peak
 
 
+def process_scheduling(pid: int, tid: int | None = None) -> str:
+    """The scheduling policy and real-time priority of a process's main thread (or its thread
+    ``tid``), e.g. ``SCHED_FIFO 30`` or ``SCHED_OTHER`` (fields 40 and 41 of ``/proc/<pid>/stat``)."""
+    from avi_ht_ros.common.realtime import policy_name
+    text = pathlib.Path(f"/proc/{pid}/stat" if tid is None else f"/proc/{pid}/task/{tid}/stat").read_text()
+    fields = text[text.rindex(")") + 2:].split()
+    rt_priority, policy = int(fields[37]), int(fields[38])
+    return policy_name(policy) + (f" {rt_priority}" if rt_priority else "")
+
+
 @dataclasses.dataclass(frozen=True)
 class ProcessUsage:
     cpu_percent: float     # of one core, over the sampled interval
     rss_mb: float
     peak_rss_mb: float
     alive: bool
+    scheduling: str = ""   # policy and priority at the end of the interval (:func:`process_scheduling`)
 
 
 class ProcessSampler:
@@ -89,11 +100,12 @@ class ProcessSampler:
             try:
                 cpu = process_cpu_seconds(pid)
                 rss, peak = process_memory_mb(pid)
+                scheduling = process_scheduling(pid)
                 alive = True
             except (OSError, ValueError, IndexError):
-                cpu, rss, peak, alive = float("nan"), float("nan"), float("nan"), False
+                cpu, rss, peak, alive, scheduling = float("nan"), float("nan"), float("nan"), False, ""
             base = self._start.get(name, float("nan"))
-            out[name] = ProcessUsage(100.0 * (cpu - base) / wall, rss, peak, alive)
+            out[name] = ProcessUsage(100.0 * (cpu - base) / wall, rss, peak, alive, scheduling)
         return out
 
 

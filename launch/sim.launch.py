@@ -30,6 +30,7 @@ def _graph(context, sim_bag):
                           "sim_glove_latency_s": LaunchConfiguration("sim_glove_latency_s"),
                           "rviz": LaunchConfiguration("rviz"), "model_path": LaunchConfiguration("model_path"),
                           "composed": LaunchConfiguration("composed"),
+                          "realtime_priority": LaunchConfiguration("realtime_priority"),
                           "right": "true", "left": "false"}.items())]
 
 
@@ -55,6 +56,8 @@ def generate_launch_description():
         DeclareLaunchArgument("model_path", default_value="", description="fusion model ('' = shipped)"),
         DeclareLaunchArgument("composed", default_value="true",
                               description="synchronizer and fusion in one process (false: two processes)"),
+        DeclareLaunchArgument("realtime_priority", default_value="30",
+                              description="SCHED_FIFO priority of the node processes (0 = normal scheduling)"),
         DeclareLaunchArgument("rviz", default_value="true", description="start RViz"),
         OpaqueFunction(function=_start),
     ])

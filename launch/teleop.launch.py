@@ -29,6 +29,7 @@ def hand_group(side, default_port, default_robot_config, default_urdf):
     sim_bag = LaunchConfiguration("sim_bag")
     urdf = LaunchConfiguration(f"robot_urdf_{side}")
     composed = LaunchConfiguration("composed")
+    realtime_priority = LaunchConfiguration("realtime_priority")
     return [
         DeclareLaunchArgument(f"glove_port_{side}", default_value=default_port,
                               description=f"serial port of the {side} glove"),
@@ -42,24 +43,28 @@ def hand_group(side, default_port, default_robot_config, default_urdf):
             Node(package=PACKAGE, executable="glove_driver_node", name="glove_driver", output="screen",
                  parameters=[config("glove_driver_node.yaml"),
                              {"side": side, "serial.port": LaunchConfiguration(f"glove_port_{side}"),
-                              "sim_bag": sim_bag, "sim_latency_s": LaunchConfiguration("sim_glove_latency_s")}]),
+                              "sim_bag": sim_bag, "sim_latency_s": LaunchConfiguration("sim_glove_latency_s"),
+                              "realtime_priority": realtime_priority}]),
             # synchronizer + fusion: one process by default (frames handed over by a function call),
             # or two (composed:=false; the synchronized frames then cross DDS)
             Node(package=PACKAGE, executable="sync_fusion_node", output="screen", condition=IfCondition(composed),
                  parameters=[config("sync_node.yaml"), config("fusion_node.yaml"),
                              {"side": side, "time_offset_mode": LaunchConfiguration("time_offset_mode"),
-                              "model_path": LaunchConfiguration("model_path")}]),
+                              "model_path": LaunchConfiguration("model_path"), "realtime_priority": realtime_priority}]),
             Node(package=PACKAGE, executable="sync_node", name="glove_camera_sync", output="screen",
                  condition=UnlessCondition(composed),
                  parameters=[config("sync_node.yaml"),
-                             {"side": side, "time_offset_mode": LaunchConfiguration("time_offset_mode")}]),
+                             {"side": side, "time_offset_mode": LaunchConfiguration("time_offset_mode"),
+                              "realtime_priority": realtime_priority}]),
             Node(package=PACKAGE, executable="fusion_node", name="hand_fusion", output="screen",
                  condition=UnlessCondition(composed),
                  parameters=[config("fusion_node.yaml"),
-                             {"side": side, "model_path": LaunchConfiguration("model_path")}]),
+                             {"side": side, "model_path": LaunchConfiguration("model_path"),
+                              "realtime_priority": realtime_priority}]),
             Node(package=PACKAGE, executable="retarget_node", name="retarget", output="screen",
                  parameters=[config("retarget_node.yaml"),
-                             {"side": side, "config": LaunchConfiguration(f"robot_config_{side}")}]),
+                             {"side": side, "config": LaunchConfiguration(f"robot_config_{side}"),
+                              "realtime_priority": realtime_priority}]),
             Node(package="robot_state_publisher", executable="robot_state_publisher", name="robot_state_publisher",
                  namespace="robot",
                  parameters=[{"robot_description": ParameterValue(Command(["cat ", urdf]), value_type=str),
@@ -88,6 +93,9 @@ def generate_launch_description():
         DeclareLaunchArgument("composed", default_value="true",
                               description="synchronizer and fusion in one process (sync_fusion_node); "
                                           "false: sync_node and fusion_node as separate processes"),
+        DeclareLaunchArgument("realtime_priority", default_value="30",
+                              description="SCHED_FIFO priority of the camera, glove, sync/fusion and retargeting "
+                                          "processes (0 = normal scheduling; README 'Real-time scheduling')"),
         DeclareLaunchArgument("rviz", default_value="true", description="start RViz"),
     ]
     camera = Node(package=PACKAGE, executable="camera_node", name="head_camera", output="screen",
@@ -97,7 +105,8 @@ def generate_launch_description():
                                "video_path": LaunchConfiguration("video_path"),
                                "folder_path": LaunchConfiguration("folder_path"),
                                "calibration_file": LaunchConfiguration("calibration_file"),
-                               "sim_bag": LaunchConfiguration("sim_bag")}])
+                               "sim_bag": LaunchConfiguration("sim_bag"),
+                               "realtime_priority": LaunchConfiguration("realtime_priority")}])
     rviz = Node(package="rviz2", executable="rviz2", name="rviz", condition=IfCondition(LaunchConfiguration("rviz")),
                 arguments=["-d", PathJoinSubstitution([FindPackageShare(PACKAGE), "rviz", "avi_ht.rviz"])])
     hands = (hand_group("right", "/dev/ttyACM0", "retarget_avi_hand_16dof.yaml",

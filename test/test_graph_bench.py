@@ -10,6 +10,7 @@ import pytest
 
 from avi_ht_ros.sim.world import load_world_config, simulate_sequence, write_sequence_bag
 from test_demo import run_cli, tiny_checkpoint
+from test_realtime import fifo_permitted
 
 pytestmark = pytest.mark.ros
 
@@ -21,7 +22,8 @@ def test_bench_graph_prints_and_writes_its_figures(tmp_path, separate):
     model = tiny_checkpoint(tmp_path / "fusion.pt", "avi_ht")
     result = run_cli(["bench", "graph", "--duration", "3", "--warmup", "1", "--scenario", str(tmp_path / "seq"),
                       "--model", str(model), "--json", str(tmp_path / "bench.json"), "--no-progress",
-                      "--param", "retarget_node:command_on_pose=false"] + (["--separate-sync"] if separate else []),
+                      "--param", "retarget_node:command_on_pose=false", "--param", "camera_node:realtime_priority=0"]
+                     + (["--separate-sync"] if separate else []),
                      tmp_path, timeout=240)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     for text in ("latency (ms)", "end to end", "rates (Hz)", "node process", "fusion_node", "total"):
@@ -54,6 +56,11 @@ def test_bench_graph_prints_and_writes_its_figures(tmp_path, separate):
     assert data["rates_hz"]["synced_frames"] > 0
     assert set(data["processes"]) == nodes
     assert all(p["cpu_percent"] is not None and p["rss_mb"] > 0 for p in data["processes"].values())
+    # realtime_priority: SCHED_FIFO 30 (the default) where this machine permits it, else normal scheduling;
+    # the camera node was given 0
+    fifo = "SCHED_FIFO 30" if fifo_permitted(30) else "SCHED_OTHER"
+    assert {name: p["scheduling"] for name, p in data["processes"].items()} == {
+        name: "SCHED_OTHER" if name == "camera_node" else fifo for name in nodes}
     assert all(code == 0 for code in data["exit_codes"].values())
 
 
@@ -106,3 +113,4 @@ def test_bench_graph_pools_the_frames_of_several_runs():
     assert text.startswith("2 runs of 120 s pooled") and STAGES["command_published"] in text
     assert f"{latency_stats(fast['command_published'])['p99']:.2f} {latency_stats(slow['command_published'])['p99']:.2f}" \
         in text
+

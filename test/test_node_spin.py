@@ -1,6 +1,7 @@
 """How every node process spins (``nodes.base.spin``): executor choice and a real spin loop."""
 from __future__ import annotations
 
+import pathlib
 import threading
 import time
 
@@ -69,8 +70,10 @@ def test_a_node_process_on_the_default_executor_serves_parameter_services_and_st
     from rcl_interfaces.srv import SetParameters
     from rclpy.parameter import Parameter
 
-    from avi_ht_ros.graph import GraphProcesses, NodeProcessSpec
+    from avi_ht_ros.graph import STACK_DUMP_SIGNAL, GraphProcesses, NodeProcessSpec
+    from avi_ht_ros.live_stats import process_scheduling
     from node_harness import Harness
+    from test_realtime import fifo_permitted
 
     spec = NodeProcessSpec("sync_node", "spin_test_sync", "right")
     graph = GraphProcesses([spec], tmp_path).start()
@@ -88,10 +91,27 @@ def test_a_node_process_on_the_default_executor_serves_parameter_services_and_st
         assert set_offset(0.02).successful
         refused = set_offset(100.0)
         assert not refused.successful and refused.reason
+
+        # realtime_priority (default 30): every thread SCHED_FIFO 30 where this machine permits it
+        process = graph.processes[0]
+        fifo = fifo_permitted(30)
+        policies = {path.name: process_scheduling(process.pid, int(path.name))
+                    for path in pathlib.Path(f"/proc/{process.pid}/task").iterdir()}
+        assert len(policies) > 3 and set(policies.values()) == {"SCHED_FIFO 30" if fifo else "SCHED_OTHER"}, policies
+        log = next(tmp_path.glob("*.log"))
+        expected = ("SCHED_FIFO priority 30 on" if fifo else "normal scheduling: SCHED_FIFO priority 30 not applied")
+        assert expected in log.read_text()
+
+        # the stack-dump signal: every thread's stack into the log, and the node serves on
+        process.send_signal(STACK_DUMP_SIGNAL)
+        assert h.spin_until(lambda: "most recent call first" in log.read_text(), 10.0), log.read_text()[-2000:]
+        assert ", line " in log.read_text() and " in spin" in log.read_text() and process.poll() is None
+        assert set_offset(0.01).successful
     finally:
         h.close()
         codes = graph.stop()
     assert list(codes.values()) == [0], codes
+
 
 
 def test_latest_worker_handles_the_newest_item_skips_overtaken_ones_and_survives_errors():

@@ -10,6 +10,7 @@ traceback. ``avi-ht params`` prints the same metadata as the README tables.
 """
 from __future__ import annotations
 
+import faulthandler
 import math
 import os
 import sys
@@ -25,8 +26,10 @@ from rclpy.node import Node
 from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy,
                        qos_profile_sensor_data)
 
+from avi_ht_ros.common import realtime
 from avi_ht_ros.common.errors import AviHtError, ConfigError
-from avi_ht_ros.common.params import param_specs
+from avi_ht_ros.common.params import param, param_specs
+from avi_ht_ros.graph import STACK_DUMP_SIGNAL
 from avi_ht_ros.io import convert
 from avi_ht_ros.live_stats import LatencyLog
 
@@ -124,6 +127,36 @@ def latency_log_description(output: str) -> str:
     """The description of a node's ``latency_log`` parameter; ``output``: what it publishes per frame."""
     return (f"CSV file of each frame's camera stamp and the time {output} was published ('' = off; read by "
             f"avi-ht bench graph)")
+
+
+def realtime_priority_param(default: int) -> Any:
+    """The ``realtime_priority`` parameter of a node's parameter dataclass (what :func:`run_node`
+    applies to the node's process; see :mod:`avi_ht_ros.common.realtime`)."""
+    return param(default, "SCHED_FIFO priority of the node's process, all threads (0 = normal scheduling; not "
+                 "permitted: a warning, normal scheduling; README 'Real-time scheduling')",
+                 range=realtime.PRIORITY_RANGE)
+
+
+def apply_realtime_priority(nodes: Sequence[Node]) -> realtime.SchedulingOutcome:
+    """Give the process the highest ``params.realtime_priority`` of ``nodes`` (logged; a refusal is a
+    warning, the nodes run on with normal scheduling); each node keeps the outcome as
+    ``scheduling`` for its diagnostics (:func:`scheduling_value`)."""
+    priority = max((int(getattr(getattr(node, "params", None), "realtime_priority", 0)) for node in nodes),
+                   default=0)
+    outcome = realtime.set_process_fifo_priority(priority)
+    for node in nodes:
+        node.scheduling = outcome
+    if outcome.requested and outcome.applied:
+        nodes[0].get_logger().info(outcome.describe())
+    elif outcome.requested:
+        nodes[0].get_logger().warning(outcome.describe())
+    return outcome
+
+
+def scheduling_value(node: Node) -> str:
+    """The node's process scheduling for its ``/diagnostics`` (set by :func:`apply_realtime_priority`)."""
+    outcome = getattr(node, "scheduling", None)
+    return outcome.describe() if outcome is not None else "normal scheduling"
 
 
 def open_latency_log(path: str) -> LatencyLog | None:
@@ -317,14 +350,19 @@ def run_node(make_node: Callable[[], Node | Sequence[Node]], args: list[str] | N
 
     ``make_node`` returns the node, or the nodes one process runs (``sync_fusion_node``), all
     spun by one executor. ``make_executor`` (default: :func:`default_executor`, the choice of
-    :func:`executor_kind`) is called after ``rclpy.init``.
+    :func:`executor_kind`) is called after ``rclpy.init``. Once the nodes are made, the process
+    gets their ``realtime_priority`` (:func:`apply_realtime_priority`).
     """
+    # `kill -USR1 <pid>`: every thread's stack to stderr (the node runs on), e.g. to see where a hang is
+    faulthandler.register(STACK_DUMP_SIGNAL, all_threads=True)
     rclpy.init(args=args)
     nodes: list[Node] = []
     executor = None
     try:
         made = make_node()
         nodes = [made] if isinstance(made, Node) else list(made)
+        # after start-up (model export, warm-up run with normal priority), before the first message
+        apply_realtime_priority(nodes)
         executor = make_executor() if make_executor is not None else default_executor()
         spin(nodes, executor)
         return 0
@@ -348,5 +386,5 @@ __all__ = [
     "RAW_CAMERA_QOS", "RAW_GLOVE_QOS", "LATCHED_QOS", "declare_parameters", "publish_serialized", "now_ns",
     "RateMeter", "diagnostic_status", "diagnostic_array", "run_node", "spin", "default_executor", "executor_kind",
     "events_executor_available", "EXECUTOR_ENV", "LatestWorker", "latency_log_description", "open_latency_log",
-    "record_latency",
+    "record_latency", "realtime_priority_param", "apply_realtime_priority", "scheduling_value",
 ]

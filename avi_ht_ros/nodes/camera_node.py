@@ -52,6 +52,7 @@ class CameraNodeParams:
     frame_id: str = param(topics.CAMERA_OPTICAL_FRAME, "optical frame id of the images (REP-103)")
     publish_ground_truth: bool = param(True, "publish the simulator's ground truth (source=sim)")
     reconnect_period_s: float = param(1.0, "retry period after a device error", range=(0.05, 60.0), unit="s")
+    realtime_priority: int = base.realtime_priority_param(30)
 
 
 PARAMETER_SETS = (("", CameraNodeParams),)
@@ -168,7 +169,8 @@ class CameraNode(Node):
         status = base.diagnostic_status(
             f"{self.get_name()}: camera", self.params.frame_id, level, self.last_error or "ok",
             {"source": self.params.source, "frames": self.frames, "rate_hz": f"{self.rate.rate():.1f}",
-             "errors": self.errors, "size_mismatches": self.size_mismatches})
+             "errors": self.errors, "size_mismatches": self.size_mismatches,
+             "scheduling": base.scheduling_value(self)})
         base.publish_serialized(self.diag_pub, base.diagnostic_array(base.now_ns(self), [status]))
 
     def destroy_node(self):

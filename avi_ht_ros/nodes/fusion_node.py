@@ -69,6 +69,7 @@ class FusionNodeParams:
     prefetch_vision: bool = param(True, "sync_fusion_node only: run a frame's crop and vision half while the "
                                         "synchronizer still waits for its glove window (same estimate, sooner)")
     latency_log: str = param("", base.latency_log_description("its hand pose"))
+    realtime_priority: int = base.realtime_priority_param(30)
 
 
 PARAMETER_SETS = (("", FusionNodeParams), ("tracker.", TrackerConfig), ("smoothing.", OneEuroConfig))
@@ -298,7 +299,8 @@ class FusionNode(Node):
                   # frames whose vision half ran while they waited for the glove window (sync_fusion_node)
                   "vision_prefetched": self.prefetched_frames,
                   "inference_ms_p50": f"{np.percentile(inference, 50):.2f}",
-                  "inference_ms_p99": f"{np.percentile(inference, 99):.2f}"}
+                  "inference_ms_p99": f"{np.percentile(inference, 99):.2f}",
+                  "scheduling": base.scheduling_value(self)}
         values.update({f"state.{names[k]}": v for k, v in dict(self.states).items()})
         level = 0 if self.frames and self.dropped == 0 and self.inference_errors == 0 else 1
         if level == 0:

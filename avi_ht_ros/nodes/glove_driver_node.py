@@ -62,6 +62,7 @@ class GloveDriverParams:
     sim_clock_drift_ppm: float = param(30.0, "simulated glove: device clock drift", range=(-1000.0, 1000.0),
                                        unit="ppm")
     diagnostics_period_s: float = param(1.0, "period of /diagnostics", range=(0.1, 60.0), unit="s")
+    realtime_priority: int = base.realtime_priority_param(30)
 
 
 PARAMETER_SETS = (("", GloveDriverParams), ("serial.", SerialLinkConfig), ("clock.", ClockMapperConfig),
@@ -175,7 +176,7 @@ class GloveDriverNode(Node):
                    "clock_drift_ppm": f"{estimate.drift_ppm:.2f}",
                    "clock_offset_uncertainty_us": (f"{estimate.offset_uncertainty_ns / 1e3:.1f}"
                                                    if estimate.offset_uncertainty_ns is not None else "n/a"),
-                   "calibrated": self.calibration is not None}
+                   "calibrated": self.calibration is not None, "scheduling": base.scheduling_value(self)}
         summary.update({f"parser.{k}": v for k, v in parser.items()})
         summary.update({f"sequence.{k}": v for k, v in sequence.items()})
         summary.update({f"link.{k}": v for k, v in link.items()})

@@ -57,6 +57,7 @@ class RecorderNodeParams:
     diagnostics_period_s: float = param(1.0, "period of /diagnostics", range=(0.1, 60.0), unit="s")
     drain_s: float = param(0.3, "on shutdown, keep taking messages until none arrived for this long",
                            range=(0.0, 10.0), unit="s")
+    realtime_priority: int = base.realtime_priority_param(0)
 
     def __post_init__(self):
         if not self.topics:
@@ -144,7 +145,8 @@ class RecorderNode(Node):
         values = {"path": stats.path, "received": stats.received, "written": stats.written, "queued": stats.queued,
                   "max_queued": stats.max_queued, "rejected": stats.rejected,
                   "bytes": sum(t.bytes for t in stats.topics.values()),
-                  "waiting_for": ",".join(missing) or "none", "lost": sum(self.lost_by_topic.values())}
+                  "waiting_for": ",".join(missing) or "none", "lost": sum(self.lost_by_topic.values()),
+                  "scheduling": base.scheduling_value(self)}
         for topic in self.params.topics:
             entry = stats.topics.get(topic)
             values[f"topic.{topic}"] = entry.received if entry is not None else 0

@@ -58,6 +58,7 @@ class RetargetNodeParams:
                                                               "(command_on_pose)"))
     display_offset_m: tuple[float, ...] = param((0.0, -0.15, 0.0), "where the robot hand is drawn in RViz, "
                                                 "in the human wrist frame", unit="m")
+    realtime_priority: int = base.realtime_priority_param(30)
 
 
 PARAMETER_SETS = (("", RetargetNodeParams),)
@@ -177,7 +178,8 @@ class RetargetNode(Node):
              # camera stamp of a pose -> the command sent on it (command_on_pose), last 600 poses
              "command_latency_ms_p50": f"{np.percentile(latency, 50):.2f}",
              "command_latency_ms_p99": f"{np.percentile(latency, 99):.2f}",
-             "pinch": ",".join(f for f, a in self.pinch.active.items() if a) or "none"})
+             "pinch": ",".join(f for f, a in self.pinch.active.items() if a) or "none",
+             "scheduling": base.scheduling_value(self)})
         base.publish_serialized(self.diag_pub, base.diagnostic_array(base.now_ns(self), [status]))
 
     def destroy_node(self):

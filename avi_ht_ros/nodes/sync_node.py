@@ -44,6 +44,7 @@ class SyncNodeParams:
                                 "completes it)", range=(10.0, 2000.0), unit="Hz")
     diagnostics_period_s: float = param(1.0, "period of /diagnostics and time-offset messages",
                                         range=(0.1, 60.0), unit="s")
+    realtime_priority: int = base.realtime_priority_param(30)
 
 
 PARAMETER_SETS = (("", SyncNodeParams), ("sync.", SyncConfig), ("time_offset.", TimeOffsetConfig))
@@ -159,7 +160,8 @@ class SyncNode(Node):
             estimate.rejected_updates, online))
         stats = dataclasses.asdict(self.synchronizer.stats)
         stats.update(published=self.published, frames_without_camera_info=self.frames_without_camera_info,
-                     rate_hz=f"{self.rate.rate():.1f}", time_offset_s=f"{self.synchronizer.time_offset_s:.4f}")
+                     rate_hz=f"{self.rate.rate():.1f}", time_offset_s=f"{self.synchronizer.time_offset_s:.4f}",
+                     scheduling=base.scheduling_value(self))
         dropped = self.synchronizer.stats.frames_dropped + self.frames_without_camera_info
         level = 0 if dropped == 0 and self.published else 1
         message = "ok" if level == 0 else (f"{dropped} frames dropped" if self.published else "no output yet")
