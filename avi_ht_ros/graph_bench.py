@@ -15,7 +15,10 @@ and ``--warmup`` seconds, ``--duration`` seconds are measured:
   of every node process.
 
 ``--runs N`` repeats the whole measurement on a freshly started graph and also prints every
-stage's latency over all runs' frames pooled, with each run's p99 beside it.
+stage's latency over all runs' frames pooled, with each run's p99 beside it. ``--baseline
+NODE:NAME=VALUE`` adds as many runs of a baseline (those settings changed), alternating with
+them, and prints both pooled and the ratios, e.g. ``--runs 5 --duration 120 --baseline
+retarget_node:realtime_priority=0 ...`` for what real-time scheduling gives.
 
 ``--glove-latency`` defaults to 0 here: the synchronizer must wait for the glove sample of a
 frame's instant, so any glove data age adds to the end-to-end latency by construction
@@ -72,6 +75,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--runs", type=int, default=1, help="measure N times, each on a freshly started graph, "
                         "and also print the latencies of all runs' frames pooled (a p99 over 20 s rests on 12 "
                         "frames; default 1)")
+    parser.add_argument("--baseline", action="append", default=[], metavar="NODE:NAME=VALUE",
+                        help="also measure a baseline: the same graph with these parameter settings (on top of "
+                        "--param), --runs times, alternating with the runs as given (the baseline first in odd "
+                        "pairs, second in even ones); prints both pooled and their ratios (repeatable; e.g. "
+                        "retarget_node:command_on_pose=false)")
     parser.add_argument("--json", default=None, metavar="PATH", help="also write the figures as JSON")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -158,26 +166,67 @@ def run(args: argparse.Namespace) -> int:
     env = demo.graph_environment(domain_id)
     os.environ["ROS_DOMAIN_ID"] = str(domain_id)
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
-    measured = []
-    for index in range(args.runs):
-        if args.runs > 1:
-            print(f"[bench graph] run {index + 1} of {args.runs}", file=sys.stderr)
-        measured.append(_measure(args, bag, scenario, model, composed, copy.deepcopy(extra), prefixes, domain_id, env))
-        if args.runs > 1:
-            print(f"run {index + 1} of {args.runs}")
-        print(format_result(measured[-1][0]))
-        if args.runs > 1:
+    baseline = node_parameter_overrides(args.baseline, executables) if args.baseline else None
+    schedule = run_schedule(args.runs, baseline is not None)
+    measured: dict[bool, list] = {False: [], True: []}   # by "is a baseline run"
+    for index, is_baseline in enumerate(schedule):
+        settings = copy.deepcopy(extra)
+        for executable, values in (baseline or {}).items() if is_baseline else ():
+            settings[executable] = {**settings.get(executable, {}), **values}
+        title = f"run {index + 1} of {len(schedule)}" + (" (baseline)" if is_baseline else "")
+        if len(schedule) > 1:
+            print(f"[bench graph] {title}", file=sys.stderr)
+        measured[is_baseline].append(_measure(args, bag, scenario, model, composed, settings, prefixes, domain_id,
+                                              env))
+        if len(schedule) > 1:
+            print(title)
+        print(format_result(measured[is_baseline][-1][0]))
+        if len(schedule) > 1:
             print()
-    results = [result for result, _ in measured]
+    results = [result for result, _ in measured[False]]
     output: dict = results[0]
-    if args.runs > 1:
-        pooled = pooled_latencies([stages for _, stages in measured])
-        print(format_pooled(pooled, results))
+    if len(schedule) > 1:
+        pooled = pooled_latencies([stages for _, stages in measured[False]])
+        print(format_pooled(pooled, results, "as given" if baseline else ""))
         output = {"runs": results, "pooled_latency_ms": pooled, "latency_labels": results[0]["latency_labels"]}
+    if baseline:
+        baseline_results = [result for result, _ in measured[True]]
+        baseline_pooled = pooled_latencies([stages for _, stages in measured[True]])
+        print()
+        print(format_pooled(baseline_pooled, baseline_results, "baseline: " + " ".join(args.baseline)))
+        ratios = latency_ratios(pooled, baseline_pooled)
+        print()
+        print(format_ratios(ratios, results[0]["latency_labels"]))
+        output.update(baseline_settings=list(args.baseline), baseline_runs=baseline_results,
+                      baseline_pooled_latency_ms=baseline_pooled, ratios=ratios)
+        results = results + baseline_results
     if args.json:
         pathlib.Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         pathlib.Path(args.json).write_text(json.dumps(_plain(output), indent=2))
     return 0 if all(code == 0 for result in results for code in result["exit_codes"].values()) else 1
+
+
+def run_schedule(runs: int, with_baseline: bool) -> list[bool]:
+    """Which of the runs are baseline runs, in order: ``runs`` runs as given, and with a baseline as
+    many baseline runs, in pairs whose order alternates (baseline first, then second, ...), so a
+    drift of the machine's pace over the session weighs on both alike."""
+    if not with_baseline:
+        return [False] * runs
+    return [is_baseline for pair in range(runs) for is_baseline in ((True, False) if pair % 2 == 0 else (False, True))]
+
+
+def latency_ratios(pooled: dict[str, dict[str, float]], baseline: dict[str, dict[str, float]]) -> dict[str, dict]:
+    """``{stage: {"p50": as given / baseline, "p99": ...}}`` for the stages both have."""
+    def ratio(a: float, b: float) -> float:
+        return a / b if b and np.isfinite(a) and np.isfinite(b) else float("nan")
+
+    return {name: {q: ratio(stats[q], baseline[name][q]) for q in ("p50", "p99")}
+            for name, stats in pooled.items() if name in baseline}
+
+
+def format_ratios(ratios: dict[str, dict], labels: dict[str, str]) -> str:
+    rows = [[labels.get(name, name), _f(r["p50"], "{:.3f}"), _f(r["p99"], "{:.3f}")] for name, r in ratios.items()]
+    return format_table(["latency, as given / baseline", "p50 ratio", "p99 ratio"], rows)
 
 
 def pooled_latencies(runs: list[dict[str, np.ndarray]]) -> dict[str, dict[str, float]]:
@@ -187,13 +236,14 @@ def pooled_latencies(runs: list[dict[str, np.ndarray]]) -> dict[str, dict[str, f
             for name in names}
 
 
-def format_pooled(pooled: dict[str, dict[str, float]], results: list[dict]) -> str:
-    """The pooled latency table with each run's p99 beside it."""
+def format_pooled(pooled: dict[str, dict[str, float]], results: list[dict], title: str = "") -> str:
+    """The pooled latency table with each run's p99 beside it (``title``: which runs these are)."""
     labels = results[0]["latency_labels"]
     header = ["latency (ms), all runs", "n", "p50", "p90", "p99", "max", "p99 per run"]
     rows = [[labels[k], str(v["n"]), _f(v["p50"]), _f(v["p90"]), _f(v["p99"]), _f(v["max"]),
              " ".join(_f(r["latency_ms"][k]["p99"]) for r in results)] for k, v in pooled.items()]
-    return f"{len(results)} runs of {results[0]['duration_s']:.0f} s pooled\n\n" + format_table(header, rows)
+    return (f"{len(results)} runs of {results[0]['duration_s']:.0f} s pooled" + (f" ({title})" if title else "")
+            + "\n\n" + format_table(header, rows))
 
 
 def _measure(args, bag, scenario, model, composed, extra, prefixes, domain_id, env) -> tuple[dict, dict]:

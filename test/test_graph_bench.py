@@ -114,3 +114,45 @@ def test_bench_graph_pools_the_frames_of_several_runs():
     assert f"{latency_stats(fast['command_published'])['p99']:.2f} {latency_stats(slow['command_published'])['p99']:.2f}" \
         in text
 
+
+def test_bench_graph_alternates_runs_with_a_baseline_and_prints_their_ratios():
+    import numpy as np
+
+    from avi_ht_ros.graph_bench import format_ratios, latency_ratios, run_schedule
+    from avi_ht_ros.live_stats import STAGES
+
+    assert run_schedule(3, False) == [False, False, False]
+    # pairs, the baseline first in odd pairs and second in even ones: a drifting machine weighs on both
+    assert run_schedule(3, True) == [True, False, False, True, True, False]
+    given = {"pose_published": {"p50": 6.0, "p99": 9.0}, "command_published": {"p50": 7.0, "p99": float("nan")}}
+    baseline = {"pose_published": {"p50": 8.0, "p99": 12.0}, "command_published": {"p50": 7.0, "p99": 11.0},
+                "glove": {"p50": 1.0, "p99": 2.0}}
+    ratios = latency_ratios(given, baseline)
+    assert ratios["pose_published"] == {"p50": 0.75, "p99": 0.75} and set(ratios) == set(given)
+    assert ratios["command_published"]["p50"] == 1.0 and np.isnan(ratios["command_published"]["p99"])
+    text = format_ratios(ratios, STAGES)
+    assert STAGES["pose_published"] in text and "0.750" in text
+
+
+@pytest.mark.ros
+def test_bench_graph_baseline_runs_get_the_baseline_settings_only(tmp_path):
+    write_sequence_bag(simulate_sequence(load_world_config(duration_s=2.0), seed=12), tmp_path / "seq")
+    model = tiny_checkpoint(tmp_path / "fusion.pt", "avi_ht")
+    result = run_cli(["bench", "graph", "--duration", "2", "--warmup", "0.5", "--scenario", str(tmp_path / "seq"),
+                      "--model", str(model), "--json", str(tmp_path / "bench.json"), "--no-progress",
+                      "--param", "retarget_node:realtime_priority=0",
+                      "--baseline", "camera_node:realtime_priority=0"], tmp_path, timeout=240)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    for text in ("run 1 of 2 (baseline)", "run 2 of 2", "1 runs of 2 s pooled (as given)",
+                 "1 runs of 2 s pooled (baseline: camera_node:realtime_priority=0)", "p99 ratio"):
+        assert text in result.stdout, text
+    data = json.loads((tmp_path / "bench.json").read_text())
+    assert len(data["runs"]) == len(data["baseline_runs"]) == 1
+    assert data["baseline_settings"] == ["camera_node:realtime_priority=0"]
+    assert {"pose_published", "command_published"} <= set(data["ratios"]) <= set(data["pooled_latency_ms"])
+    fifo = "SCHED_FIFO 30" if fifo_permitted(30) else "SCHED_OTHER"
+    given, base = data["runs"][0]["processes"], data["baseline_runs"][0]["processes"]
+    # --param holds in both, the baseline setting in the baseline runs only
+    assert given["retarget_node"]["scheduling"] == base["retarget_node"]["scheduling"] == "SCHED_OTHER"
+    assert (given["camera_node"]["scheduling"], base["camera_node"]["scheduling"]) == (fifo, "SCHED_OTHER")
+    assert given["sync_fusion_node"]["scheduling"] == base["sync_fusion_node"]["scheduling"] == fifo
