@@ -3,8 +3,8 @@
 Used by ``avi-ht demo`` (on the bag its recorder wrote: log time = receive time) and
 ``avi-ht bench graph`` (on what an in-process probe received).
 
-* :class:`ProcessSampler` — CPU % (of one core), RSS and scheduling policy of processes from
-  ``/proc/<pid>/stat`` and ``/proc/<pid>/status`` (Linux), between :meth:`~ProcessSampler.start` and
+* :class:`ProcessSampler` — CPU % (of one core) and RSS of processes from ``/proc/<pid>/stat``
+  and ``/proc/<pid>/status`` (Linux), and their scheduling policy, between :meth:`~ProcessSampler.start` and
   :meth:`~ProcessSampler.sample`.
 * :func:`header_stamp_ns` — the ``header.stamp`` of a CDR-serialized message whose first
   field is a ``std_msgs/Header`` (Image, CameraInfo, GloveSample, SyncedFrame, HandPose,
@@ -56,14 +56,11 @@ def process_memory_mb(pid: int) -> tuple[float, float]:
     return rss, peak
 
 
-def process_scheduling(pid: int, tid: int | None = None) -> str:
-    """The scheduling policy and real-time priority of a process's main thread (or its thread
-    ``tid``), e.g. ``SCHED_FIFO 30`` or ``SCHED_OTHER`` (fields 40 and 41 of ``/proc/<pid>/stat``)."""
-    from avi_ht_ros.common.realtime import policy_name
-    text = pathlib.Path(f"/proc/{pid}/stat" if tid is None else f"/proc/{pid}/task/{tid}/stat").read_text()
-    fields = text[text.rindex(")") + 2:].split()
-    rt_priority, policy = int(fields[37]), int(fields[38])
-    return policy_name(policy) + (f" {rt_priority}" if rt_priority else "")
+def process_scheduling(pid: int) -> str:
+    """The scheduling policy and real-time priority of a process's main thread (or of the thread
+    with that id), e.g. ``SCHED_FIFO 30`` or ``SCHED_OTHER``."""
+    from avi_ht_ros.common.realtime import describe_scheduling, thread_scheduling
+    return describe_scheduling(*thread_scheduling(pid))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -95,7 +95,7 @@ def test_a_node_process_on_the_default_executor_serves_parameter_services_and_st
         # realtime_priority (default 30): every thread SCHED_FIFO 30 where this machine permits it
         process = graph.processes[0]
         fifo = fifo_permitted(30)
-        policies = {path.name: process_scheduling(process.pid, int(path.name))
+        policies = {path.name: process_scheduling(int(path.name))
                     for path in pathlib.Path(f"/proc/{process.pid}/task").iterdir()}
         assert len(policies) > 3 and set(policies.values()) == {"SCHED_FIFO 30" if fifo else "SCHED_OTHER"}, policies
         log = next(tmp_path.glob("*.log"))

@@ -104,18 +104,25 @@ def set_process_fifo_priority(priority: int) -> SchedulingOutcome:
     return SchedulingOutcome(priority, True, len(changed))
 
 
+def thread_scheduling(tid: int) -> tuple[int, int]:
+    """``(policy, priority)`` of a thread — of this process or another (a process id names its main
+    thread); a thread that is gone is a ``ProcessLookupError``."""
+    return os.sched_getscheduler(tid), os.sched_getparam(tid).sched_priority
+
+
 def thread_policies() -> dict[int, tuple[int, int]]:
     """``{thread id: (policy, priority)}`` of this process's threads."""
     policies = {}
     for tid in sorted(_thread_ids()):
         try:
-            policies[tid] = (os.sched_getscheduler(tid), os.sched_getparam(tid).sched_priority)
+            policies[tid] = thread_scheduling(tid)
         except ProcessLookupError:
             continue
     return policies
 
 
-def policy_name(policy: int) -> str:
+def describe_scheduling(policy: int, priority: int) -> str:
+    """``SCHED_FIFO 30``, ``SCHED_OTHER``, ..."""
     names = {getattr(os, name): name for name in ("SCHED_OTHER", "SCHED_FIFO", "SCHED_RR", "SCHED_BATCH",
                                                    "SCHED_IDLE") if hasattr(os, name)}
-    return names.get(policy, f"policy {policy}")
+    return names.get(policy, f"policy {policy}") + (f" {priority}" if priority else "")
