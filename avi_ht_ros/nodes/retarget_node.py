@@ -17,6 +17,7 @@ for RViz, and ``/diagnostics``.
 """
 from __future__ import annotations
 
+import collections
 import dataclasses
 import time
 
@@ -83,8 +84,9 @@ class RetargetNode(Node):
         self.commands = 0
         self.commands_on_pose = 0
         self._last_command_s: float | None = None
-        self.solve_ms: list[float] = []
-        self.command_latency_ms: list[float] = []   # camera stamp -> command sent on its pose
+        self.solve_ms: collections.deque[float] = collections.deque(maxlen=500)
+        # camera stamp -> command sent on its pose
+        self.command_latency_ms: collections.deque[float] = collections.deque(maxlen=600)
         self.latency_log = base.open_latency_log(self.params.latency_log)
         convert.prepare(convert.HAND_POSE, convert.JOINT_STATE, convert.PINCH_EVENT,
                         "trajectory_msgs/msg/JointTrajectory", "diagnostic_msgs/msg/DiagnosticArray")
@@ -125,7 +127,6 @@ class RetargetNode(Node):
                 self.rejected += 1  # bad input: the safety filter sees an unusable target and holds
                 self.get_logger().warning(f"hand pose rejected: {exc}", throttle_duration_sec=2.0)
             self.solve_ms.append((time.perf_counter() - started) * 1e3)
-            del self.solve_ms[:-500]
         self.safety.update(now, target, state)
         valid = target is not None and state != TrackingState.LOST
         for event in self.pinch.update(now, pose["landmarks"] if valid else None, valid, pose["hand_scale"] or 1.0):
@@ -137,7 +138,6 @@ class RetargetNode(Node):
             published_ns = self.send_command(self._monotonic_s())
             self.commands_on_pose += 1
             self.command_latency_ms.append((published_ns - pose["stamp_ns"]) / 1e6)
-            del self.command_latency_ms[:-600]
             base.record_latency(self, self.latency_log, pose["stamp_ns"], published_ns)
 
     def on_control_tick(self) -> None:
